@@ -1,0 +1,279 @@
+"""ObjectClear: the four served networks, their export descriptions, and the constant prompt conditioning.
+
+Source: a Hugging Face id or local folder in ObjectClear's layout (`jixin0101/ObjectClear`), or the tiny checkpoint.
+Writes into the model repository:
+  objectclear_unet/1/model.onnx            9-channel SDXL-inpainting UNet + the token-5 attention output
+  objectclear_vae_encoder/1/model.onnx     image in [-1, 1] -> posterior mean and log-variance (unscaled)
+  objectclear_vae_decoder/1/model.onnx     latents / scaling_factor -> image in [-1, 1]
+  objectclear_object_encoder/1/model.onnx  224x224 mask-zeroed frame -> CLIP vision -> projection -> postfuse row
+  objectclear_inpaint/1/conditioning.npz   constant prompt embeddings, scheduler config, scaling factor
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+from torch import nn
+from torch.export import Dim
+from transformers import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from export.onnx_export import ComponentSpec, ExportReport, export_component
+from export.postfuse import PostfuseModule
+
+PROMPT = "remove the instance of object"
+OBJECT_TOKEN_INDEX = 5  # "object" in "<bos> remove the instance of object <eos>"
+PROBED_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_BATCH = 32
+LATENT_RANGE = dict(min=8, max=512)  # 64 px .. 4096 px sides
+
+
+@dataclass
+class ObjectClearModels:
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    clip: CLIPModel
+    postfuse: PostfuseModule
+    text_encoders: tuple[CLIPTextModel, CLIPTextModelWithProjection]
+    tokenizers: tuple[CLIPTokenizer, CLIPTokenizer]
+    scheduler_config: dict
+
+
+def resolve_source(source: str) -> Path:
+    """A local folder as is; anything else is a Hugging Face repo id, fetched into the local HF cache."""
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(source, allow_patterns=["*.json", "*.txt", "*.safetensors"],
+                                  ignore_patterns=["*.fp16.safetensors"]))
+
+
+def load_objectclear(folder: Path) -> ObjectClearModels:
+    folder = Path(folder)
+    fp32 = dict(torch_dtype=torch.float32)
+    return ObjectClearModels(
+        unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **fp32).eval(),
+        vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", **fp32).eval(),
+        clip=CLIPModel.from_pretrained(folder / "image_prompt_encoder", dtype=torch.float32).eval(),
+        postfuse=PostfuseModule.from_pretrained(folder / "postfuse_module"),
+        text_encoders=(CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).eval(),
+                       CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2",
+                                                                   dtype=torch.float32).eval()),
+        tokenizers=(CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+                    CLIPTokenizer.from_pretrained(folder / "tokenizer_2")),
+        scheduler_config=dict(EulerDiscreteScheduler.load_config(folder, subfolder="scheduler")),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Export wrappers: plain diffusers/transformers modules, only re-plumbed so the graph has the inputs/outputs we serve
+# --------------------------------------------------------------------------------------------------------------------
+def token_attention(attn: nn.Module, hidden_states: torch.Tensor, context: torch.Tensor, token: int) -> torch.Tensor:
+    """Head mean of the cross-attention probabilities softmax(QK^T * scale) for one key token -> (B, N).
+
+    The same numbers ObjectClear reads from the classic attention processor on its last step; computed here as an
+    explicit side branch because the fused SDPA kernel never materialises the probabilities. Only size-free
+    reshapes (unflatten with -1) so batch and token counts stay symbolic."""
+    q = attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+    k = attn.to_k(context).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * attn.scale
+    return scores.softmax(dim=-1)[..., token].mean(dim=1)
+
+
+class UNetWithObjectAttention(nn.Module):
+    """noise_pred plus `obj_attn` (B, 1, h/2, w/2), the token-5 attention of the probed layer, in one graph.
+
+    Two forward pre-hooks do the re-plumbing without touching diffusers code:
+    * every up block gets `upsample_size` = the size of its matching down-block input. Diffusers only passes it
+      when a latent side is not a multiple of 4; a graph traced without it hard-codes x2 upsampling and breaks at
+      such sides (a 688 px side gives 86 latents). `num_upsamplers = 0` removes the `side % 4` branch (and the
+      shape guard torch.export would otherwise add).
+    * the probed attention layer computes `token_attention` from its own inputs; its real output still comes
+      from the stock processor.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel):
+        super().__init__()
+        self.unet = unet
+        self._seen: dict = {}
+        down, up = unet.down_blocks, unet.up_blocks
+        for k, block in enumerate(down):
+            block.register_forward_pre_hook(self._remember(("down", k)), with_kwargs=True)
+        for i, block in enumerate(up[:-1]):  # the last up block has no upsampler
+            block.register_forward_pre_hook(self._upsample_to(("down", len(down) - 2 - i)), with_kwargs=True)
+        unet.num_upsamplers = 0
+        probed = unet.get_submodule(PROBED_LAYER)
+        probed_grid = unet.get_submodule(PROBED_LAYER.rsplit(".transformer_blocks", 1)[0])
+        probed_grid.register_forward_pre_hook(self._remember("grid"), with_kwargs=True)
+        probed.register_forward_pre_hook(self._probe, with_kwargs=True)
+
+    @staticmethod
+    def _hidden(args, kwargs) -> torch.Tensor:
+        return kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+    def _remember(self, key):
+        def hook(module, args, kwargs):
+            self._seen[key] = self._hidden(args, kwargs).shape[-2:]
+        return hook
+
+    def _upsample_to(self, key):
+        def hook(module, args, kwargs):
+            kwargs["upsample_size"] = self._seen[key]
+            return args, kwargs
+        return hook
+
+    def _probe(self, module, args, kwargs):
+        self._seen["attn"] = token_attention(module, self._hidden(args, kwargs), kwargs["encoder_hidden_states"],
+                                             OBJECT_TOKEN_INDEX)
+
+    def forward(self, sample, timestep, encoder_hidden_states, text_embeds, time_ids):
+        noise_pred = self.unet(sample, timestep, encoder_hidden_states,
+                               added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids},
+                               return_dict=False)[0]
+        h2, w2 = self._seen["grid"]
+        return noise_pred, self._seen["attn"].unflatten(1, (h2, w2)).unsqueeze(1)
+
+
+class VaeEncoderMoments(nn.Module):
+    """Posterior mean and log-variance, unscaled: the pipeline samples with its own seeded generator."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image):
+        posterior = self.vae.encode(image).latent_dist
+        return posterior.mean, posterior.logvar
+
+
+class VaeDecoder(nn.Module):
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents):
+        return self.vae.decode(latents).sample
+
+
+class ObjectEncoder(nn.Module):
+    """CLIP-normalise -> CLIP vision pooled -> visual projection -> postfuse MLP: one prompt-token row.
+
+    The antialiased 224 px resize stays in the pipeline: its ONNX Resize does not match torch reliably."""
+
+    def __init__(self, clip: CLIPModel, postfuse: PostfuseModule):
+        super().__init__()
+        self.vision, self.projection, self.postfuse = clip.vision_model, clip.visual_projection, postfuse
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels):
+        pooled = self.vision(pixel_values=(pixels - self.mean) / self.std)[1]
+        return self.postfuse.fuse_fn(self.projection(pooled))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Declarative descriptions
+# --------------------------------------------------------------------------------------------------------------------
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def component_specs(models: ObjectClearModels) -> list[tuple[ComponentSpec, nn.Module]]:
+    unet_cfg = models.unet.config
+    cross_dim = unet_cfg.cross_attention_dim
+    pooled_dim = unet_cfg.projection_class_embeddings_input_dim - 6 * unet_cfg.addition_time_embed_dim
+    latent_channels = models.vae.config.latent_channels
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    latent_h, latent_w = Dim("latent_h", **LATENT_RANGE), Dim("latent_w", **LATENT_RANGE)
+
+    def unet_inputs(b, h, w, seed=0):
+        g = _seeded(seed)
+        sample = torch.randn(b, unet_cfg.in_channels, h, w, generator=g)
+        sample[:, latent_channels] = (torch.rand(b, h, w, generator=g) > 0.5).float()  # the latent mask channel
+        return (sample, torch.linspace(951.0, 1.0, b), torch.randn(b, 77, cross_dim, generator=g),
+                torch.randn(b, pooled_dim, generator=g), torch.tensor([[8.0 * h, 8.0 * w, 0, 0, 8.0 * h, 8.0 * w]] * b))
+
+    unet = ComponentSpec(
+        name="objectclear_unet",
+        input_names=["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"],
+        output_names=["noise_pred", "obj_attn"],
+        dynamic_shapes={"sample": {0: batch, 2: latent_h, 3: latent_w}, "timestep": {0: batch},
+                        "encoder_hidden_states": {0: batch}, "text_embeds": {0: batch}, "time_ids": {0: batch}},
+        axis_names={"sample": {0: "batch", 2: "latent_h", 3: "latent_w"}, "timestep": {0: "batch"},
+                    "encoder_hidden_states": {0: "batch"}, "text_embeds": {0: "batch"}, "time_ids": {0: "batch"}},
+        dummy_inputs=lambda: unet_inputs(2, 64, 64),
+        # 38x58 and 64x86: latent sides that are not multiples of 4 (a 688 px side gives 86)
+        check_inputs=lambda: [unet_inputs(1, 38, 58, 1), unet_inputs(2, 64, 86, 2), unet_inputs(3, 16, 24, 3)],
+        tolerance=1e-4,
+        external_data=True,
+    )
+    image_h8, image_w8 = Dim("image_h8", **LATENT_RANGE), Dim("image_w8", **LATENT_RANGE)
+    vae_encoder = ComponentSpec(
+        name="objectclear_vae_encoder",
+        input_names=["image"], output_names=["latent_mean", "latent_logvar"],
+        # derived 8*k dims: plain Dims make torch.export fail on a stride guard of the (H/8)(W/8) token count
+        dynamic_shapes={"image": {0: batch, 2: 8 * image_h8, 3: 8 * image_w8}},
+        axis_names={"image": {0: "batch"}},
+        dummy_inputs=lambda: (torch.rand(2, 3, 256, 384, generator=_seeded(0)) * 2 - 1,),
+        check_inputs=lambda: [(torch.rand(1, 3, 304, 464, generator=_seeded(1)) * 2 - 1,),
+                              (torch.rand(1, 3, 688, 512, generator=_seeded(2)) * 2 - 1,)],
+        tolerance=1e-4,
+    )
+    vae_decoder = ComponentSpec(
+        name="objectclear_vae_decoder",
+        input_names=["latents"], output_names=["image"],
+        dynamic_shapes={"latents": {0: batch, 2: latent_h, 3: latent_w}},
+        axis_names={"latents": {0: "batch", 2: "latent_h", 3: "latent_w"}},
+        dummy_inputs=lambda: (torch.randn(2, latent_channels, 32, 48, generator=_seeded(0)),),
+        check_inputs=lambda: [(torch.randn(1, latent_channels, 38, 58, generator=_seeded(1)),),
+                              (torch.randn(1, latent_channels, 64, 86, generator=_seeded(2)),)],
+        tolerance=1e-3,  # fp32 torch itself is ~4e-4 off an fp64 decode at these sizes (objectclear.md 8.3)
+    )
+    object_encoder = ComponentSpec(
+        name="objectclear_object_encoder",
+        input_names=["pixels"], output_names=["object_token"],
+        dynamic_shapes={"pixels": {0: batch}},
+        axis_names={"pixels": {0: "batch"}},
+        dummy_inputs=lambda: (torch.rand(2, 3, 224, 224, generator=_seeded(0)) * 2 - 1,),
+        check_inputs=lambda: [(torch.rand(1, 3, 224, 224, generator=_seeded(1)) * 2 - 1,),
+                              (torch.rand(3, 3, 224, 224, generator=_seeded(2)) * 2 - 1,)],
+        tolerance=1e-4,
+    )
+    return [(unet, UNetWithObjectAttention(models.unet)), (vae_encoder, VaeEncoderMoments(models.vae)),
+            (vae_decoder, VaeDecoder(models.vae)), (object_encoder, ObjectEncoder(models.clip, models.postfuse))]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Constant conditioning: the prompt never changes, so the text encoders are not served
+# --------------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def prompt_conditioning(models: ObjectClearModels) -> dict[str, np.ndarray]:
+    """SDXL prompt encoding: penultimate hidden states of both CLIP text encoders side by side, plus the pooled
+    projection of the second."""
+    hidden, pooled = [], None
+    for tokenizer, encoder in zip(models.tokenizers, models.text_encoders):
+        ids = tokenizer(PROMPT, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        out = encoder(ids, output_hidden_states=True)
+        hidden.append(out.hidden_states[-2])
+        pooled = out[0]
+    return {"prompt_embeds": torch.cat(hidden, dim=-1).numpy(), "pooled_prompt_embeds": pooled.numpy()}
+
+
+def export_objectclear(source: Path, repository: Path) -> list[ExportReport]:
+    models = load_objectclear(source)
+    reports = []
+    for spec, module in component_specs(models):
+        reports.append(export_component(spec, module, repository / spec.name / "1" / "model.onnx"))
+        print(reports[-1].summary(), flush=True)
+    conditioning = prompt_conditioning(models)
+    np.savez(repository / "objectclear_inpaint" / "1" / "conditioning.npz", **conditioning,
+             scheduler_config=json.dumps(models.scheduler_config),
+             vae_scaling_factor=np.float32(models.vae.config.scaling_factor),
+             object_token_index=np.int64(OBJECT_TOKEN_INDEX))
+    return reports

@@ -1,0 +1,122 @@
+"""One export routine for every network: torch.export -> ONNX -> ONNX Runtime parity check against PyTorch.
+
+Each network is described by a small declarative `ComponentSpec` (names, dynamic axes, dummy and check inputs,
+tolerance); `export_component` does the rest. Exports go through `torch.export.export(strict=False)` and then
+`torch.onnx.export(ExportedProgram)`: letting torch.onnx call torch.export itself falls back to the slow strict
+tracer on diffusers' upsample-size guards (reference/objectclear.md 8.5 #3).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+OPSET = 18
+Inputs = tuple[torch.Tensor, ...]
+
+
+class ExportParityError(RuntimeError):
+    """ONNX Runtime disagrees with PyTorch past the spec's tolerance."""
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str  # also the Triton model that serves it
+    input_names: list[str]
+    output_names: list[str]
+    # {input: {axis: torch.export.Dim}} and the human names of every dynamic axis, inputs and outputs
+    dynamic_shapes: dict
+    axis_names: dict[str, dict[int, str]]
+    dummy_inputs: Callable[[], Inputs]  # the export example; batch >= 2 so the batch axis stays symbolic
+    check_inputs: Callable[[], list[Inputs]]  # other shapes, checked in ONNX Runtime against PyTorch
+    tolerance: float  # max |ORT - torch| allowed, relative to max(1, max |torch|)
+    external_data: bool = False  # graphs over 2 GB must keep their weights beside the .onnx
+
+
+@dataclass
+class ExportReport:
+    name: str
+    path: Path
+    seconds: float
+    max_error: float  # worst relative error over all check cases and outputs
+    cases: list[dict] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.name}: exported in {self.seconds:.1f} s, ORT vs torch max error {self.max_error:.2e} "
+                f"over {len(self.cases)} shapes -> {self.path}")
+
+
+def export_component(spec: ComponentSpec, module: nn.Module, path: Path, threads: int = 2) -> ExportReport:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (path, path.with_name(path.name + ".data")):
+        stale.unlink(missing_ok=True)
+    module = module.eval()
+    start = time.perf_counter()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.export.export(module, spec.dummy_inputs(), dynamic_shapes=spec.dynamic_shapes, strict=False)
+        torch.onnx.export(program, spec.dummy_inputs(), str(path), dynamo=True, input_names=spec.input_names,
+                          output_names=spec.output_names, opset_version=OPSET, external_data=spec.external_data,
+                          optimize=True, verbose=False)
+    name_dynamic_axes(path, spec.axis_names)
+    report = ExportReport(spec.name, path, time.perf_counter() - start, 0.0)
+    check_parity(spec, module, path, report, threads)
+    return report
+
+
+def check_parity(spec: ComponentSpec, module: nn.Module, path: Path, report: ExportReport, threads: int) -> None:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for inputs in spec.check_inputs():
+        with torch.no_grad():
+            expected = module(*inputs)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        got = session.run(spec.output_names, {n: t.numpy() for n, t in zip(spec.input_names, inputs)})
+        case = {"shapes": [list(t.shape) for t in inputs]}
+        for name, want, have in zip(spec.output_names, expected, got):
+            want = want.numpy()
+            if want.shape != have.shape:
+                raise ExportParityError(f"{spec.name}.{name}: ORT shape {have.shape} != torch {want.shape} "
+                                        f"for inputs {case['shapes']}")
+            error = float(np.abs(have.astype(np.float64) - want).max() / max(1.0, float(np.abs(want).max())))
+            case[name] = error
+            report.max_error = max(report.max_error, error)
+            if not error <= spec.tolerance:  # also catches NaN
+                raise ExportParityError(f"{spec.name}.{name}: ORT differs from torch by {error:.3e} (relative), "
+                                        f"tolerance {spec.tolerance:.1e}, inputs {case['shapes']}")
+        report.cases.append(case)
+
+
+def name_dynamic_axes(path: Path, axis_names: dict[str, dict[int, str]]) -> None:
+    """An ExportedProgram loses the Dim names (axes come out as s23, s30, ...): map each symbol found at a named
+    input axis back to its name everywhere in the graph, so Triton configs and TensorRT profiles can refer to it.
+    Weights in external data are untouched."""
+    model = onnx.load(str(path), load_external_data=False)
+    mapping = {}
+    for value in model.graph.input:
+        for axis, name in axis_names.get(value.name, {}).items():
+            symbols = re.findall(r"\bs\d+\b", value.type.tensor_type.shape.dim[axis].dim_param)
+            if len(symbols) == 1:
+                mapping.setdefault(symbols[0], name)
+    if not mapping:
+        return
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, mapping)) + r")\b")
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: mapping[m.group(1)], dim.dim_param)
+    onnx.save(model, str(path))

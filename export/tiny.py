@@ -1,0 +1,131 @@
+"""Tiny, seeded, random-initialised checkpoints of the real architecture classes, saved with `save_pretrained`.
+
+They are the embedded default for the demo, the tests and CI (no machine of this project can download real
+weights). Each folder has the layout of its Hugging Face original, so the exporters load it exactly as they would
+load `jixin0101/ObjectClear` and anyone can open it with diffusers/transformers.
+
+Default location: artifacts/tiny/<model>/ (see TINY_ROOT).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+from transformers import (CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
+                          CLIPTokenizer)
+
+from export.postfuse import PostfuseModule
+
+TINY_ROOT = Path(__file__).resolve().parent.parent / "artifacts" / "tiny"
+OBJECTCLEAR_PROMPT = "remove the instance of object"
+
+# Sizes scaled down from SDXL-inpainting; structure (block types, 9 input channels, text_time embedding) unchanged.
+CROSS_DIM = 64  # real 2048 = CLIP-L 768 + bigG 1280
+TEXT_DIM = CROSS_DIM // 2
+POOLED_DIM = 32  # real 1280
+TIME_EMBED_DIM = 8  # real 256
+UNET_CONFIG = dict(
+    sample_size=32, in_channels=9, out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(32, 64, 128), layers_per_block=2, transformer_layers_per_block=(1, 1, 2),
+    attention_head_dim=(1, 4, 8), cross_attention_dim=CROSS_DIM, use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
+    projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + POOLED_DIM,
+)
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
+    sample_size=256, scaling_factor=0.13025, force_upcast=False,
+)
+CLIP_VISION = dict(image_size=224, patch_size=14, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                   num_attention_heads=4, hidden_act="quick_gelu")
+CLIP_PROJECTION_DIM = 24  # real 768
+TEXT_ENCODER = dict(hidden_size=TEXT_DIM, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                    max_position_embeddings=77, hidden_act="quick_gelu")
+SCHEDULER_CONFIG = dict(  # ObjectClear's scheduler/scheduler_config.json
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    prediction_type="epsilon", timestep_spacing="leading", steps_offset=1, interpolation_type="linear",
+    use_karras_sigmas=False,
+)
+ATTN_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
+
+
+def _bytes_to_unicode() -> list[str]:
+    """The 256 printable stand-ins that byte-level BPE (GPT-2/CLIP) uses for raw bytes."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def save_tiny_clip_tokenizer(folder: Path, words: list[str], pad_token: str) -> CLIPTokenizer:
+    """A real CLIPTokenizer whose BPE knows every byte plus whole-word merges for `words` (the prompt's words)."""
+    base = _bytes_to_unicode()
+    vocab = base + [c + "</w>" for c in base]
+    merges = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            if pieces[0] not in vocab:
+                vocab.append(pieces[0])
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad_token,
+                              model_max_length=77)
+    tokenizer.save_pretrained(str(folder))
+    return tokenizer
+
+
+def build_tiny_objectclear(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny checkpoint in ObjectClear's Hugging Face layout (jixin0101/ObjectClear) to `folder`."""
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    # Random init gives a flat token-5 softmax (p ~ 1/77 everywhere): sharpen the probed layer so the attention map,
+    # and therefore the attention-guided fusion, varies across the image as it does with trained weights.
+    probed = unet.get_submodule(ATTN_LAYER)
+    with torch.no_grad():
+        probed.to_q.weight.mul_(4.0)
+        probed.to_k.weight.mul_(4.0)
+    unet.save_pretrained(folder / "unet")
+    torch.manual_seed(seed + 1)
+    AutoencoderKL(**VAE_CONFIG).save_pretrained(folder / "vae")
+    torch.manual_seed(seed + 2)
+    clip_config = CLIPConfig(text_config=dict(TEXT_ENCODER), vision_config=dict(CLIP_VISION),
+                             projection_dim=CLIP_PROJECTION_DIM)
+    CLIPModel(clip_config).save_pretrained(folder / "image_prompt_encoder")
+    torch.manual_seed(seed + 3)
+    PostfuseModule(embed_dim=CROSS_DIM, embed_dim_img=CLIP_PROJECTION_DIM).save_pretrained(folder / "postfuse_module")
+    torch.manual_seed(seed + 4)
+    vocab_size = None
+    for sub, pad in (("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")):
+        tokenizer = save_tiny_clip_tokenizer(folder / sub, OBJECTCLEAR_PROMPT.split(), pad)
+        vocab_size = len(tokenizer)
+    special_ids = dict(vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                       pad_token_id=vocab_size - 1)
+    CLIPTextModel(CLIPTextConfig(**special_ids, **TEXT_ENCODER)).save_pretrained(folder / "text_encoder")
+    CLIPTextModelWithProjection(CLIPTextConfig(**special_ids, **TEXT_ENCODER, projection_dim=POOLED_DIM)
+                                ).save_pretrained(folder / "text_encoder_2")
+    EulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "ObjectClearPipeline", "_diffusers_version": "0.42.1",
+        "force_zeros_for_empty_prompt": True, "requires_aesthetics_score": False,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    return folder

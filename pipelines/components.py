@@ -1,0 +1,42 @@
+"""How a pipeline calls one of its networks: by name, with named torch tensors in and out.
+
+The same pipeline code runs its networks in-process on ONNX Runtime (unit tests, benchmarks) or, inside Triton,
+as separate Triton models reached through BLS (pipelines/triton_bls.py) so that the server can batch and place them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import onnxruntime as ort
+import torch
+
+
+class Component(Protocol):
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+def ort_session(path: Path, threads: int = 0, memory_arena: bool = True) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: one per core
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = memory_arena
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OrtComponent:
+    """An exported network run in this process on ONNX Runtime (CPU)."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        self.session = ort_session(path, threads)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.session.run(self.output_names, {k: v.detach().cpu().numpy() for k, v in inputs.items()})
+        return {name: torch.from_numpy(value) for name, value in zip(self.output_names, outputs)}
+
+
+def local_components(repository: Path, names: dict[str, str], threads: int = 0) -> dict[str, OrtComponent]:
+    """{role: Triton model name} -> in-process components reading <repository>/<model>/1/model.onnx."""
+    return {role: OrtComponent(Path(repository) / model / "1" / "model.onnx", threads) for role, model in names.items()}

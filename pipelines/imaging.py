@@ -1,0 +1,62 @@
+"""Image bytes in and out, and the resize rules of the pipelines. Pure PIL/numpy; no Triton, no torch."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# Decompression bombs and absurd sizes are refused before any work (PIL's own guard only warns below 2x this).
+MAX_PIXELS = 4096 * 4096
+
+
+class InputError(ValueError):
+    """A request input is unusable; the message names the input. Served as INVALID_ARG."""
+
+    def __init__(self, input_name: str, problem: str):
+        super().__init__(f"input '{input_name}': {problem}")
+        self.input_name = input_name
+
+
+def decode_image(data: bytes, input_name: str, mode: str = "RGB", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded JPEG/PNG/WebP/... bytes -> uint8 array (H, W, 3) for RGB or (H, W) for L."""
+    if not data:
+        raise InputError(input_name, "empty; expected encoded image bytes (JPEG, PNG or WebP)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > max_pixels:
+                raise InputError(input_name, f"{img.width}x{img.height} image exceeds the limit of {max_pixels} pixels")
+            return np.asarray(img.convert(mode))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(input_name, f"not a decodable image ({type(e).__name__}: {e})") from None
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple)) * multiple
+
+
+def short_side_size(width: int, height: int, short_side: int, multiple: int = 16) -> tuple[int, int]:
+    """ObjectClear's processing size: scale the short side to `short_side` (the long side truncated), never
+    upscale a smaller image, then round both sides up to a multiple of 16."""
+    if min(width, height) >= short_side:
+        if width < height:
+            width, height = short_side, int(height * short_side / width)
+        else:
+            width, height = int(width * short_side / height), short_side
+    return round_up(width, multiple), round_up(height, multiple)
+
+
+def resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """Resize a uint8 image array to (width, height); a no-op when the size already matches."""
+    if (array.shape[1], array.shape[0]) == tuple(size):
+        return array
+    return np.asarray(Image.fromarray(array).resize(size, resample=resample))
