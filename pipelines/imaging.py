@@ -27,7 +27,7 @@ def decode_image(data: bytes, input_name: str, mode: str = "RGB", max_pixels: in
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > max_pixels:
                 raise InputError(input_name, f"{img.width}x{img.height} image exceeds the limit of {max_pixels} pixels")
-            return np.asarray(img.convert(mode))
+            return np.array(img.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if isinstance(e, InputError):
             raise
@@ -59,4 +59,4 @@ def resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling)
     """Resize a uint8 image array to (width, height); a no-op when the size already matches."""
     if (array.shape[1], array.shape[0]) == tuple(size):
         return array
-    return np.asarray(Image.fromarray(array).resize(size, resample=resample))
+    return np.array(Image.fromarray(array).resize(size, resample=resample))

@@ -1,0 +1,81 @@
+"""Triton python-backend plumbing shared by the served models: typed input access, outputs, error responses,
+and calling another Triton model through BLS as a pipeline `Component`. Importable only inside the stub."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from pipelines.imaging import InputError
+
+
+class ComponentError(RuntimeError):
+    pass
+
+
+def bytes_input(request, name: str) -> bytes:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise InputError(name, "missing")
+    values = tensor.as_numpy().reshape(-1)
+    if values.size != 1:
+        raise InputError(name, f"expected one element, got {values.size}")
+    value = values[0]
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def optional_scalar(request, name: str, default):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return default
+    values = tensor.as_numpy().reshape(-1)
+    if values.size != 1:
+        raise InputError(name, f"expected one element, got {values.size}")
+    return values[0].item()
+
+
+def bytes_output(name: str, data: bytes):
+    return pb_utils.Tensor(name, np.array([data], dtype=np.object_))
+
+
+def error_response(error: Exception):
+    code = pb_utils.TritonError.INVALID_ARG if isinstance(error, InputError) else pb_utils.TritonError.INTERNAL
+    if isinstance(error, InterruptedError):
+        code = pb_utils.TritonError.CANCELLED
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
+
+
+def config_parameters(model_config: dict) -> dict[str, str]:
+    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+
+
+def to_triton(name: str, tensor: torch.Tensor):
+    # Triton has no per-row scalar when batching: a (B,) tensor travels as (B, 1) and the callee's config
+    # reshapes it back (`reshape { shape: [] }`).
+    if tensor.ndim == 1:
+        tensor = tensor[:, None]
+    tensor = tensor.contiguous()
+    if tensor.is_cuda:
+        return pb_utils.Tensor.from_dlpack(name, tensor)
+    return pb_utils.Tensor(name, tensor.numpy())
+
+
+def from_triton(tensor) -> torch.Tensor:
+    if tensor.is_cpu():
+        return torch.from_numpy(tensor.as_numpy())
+    return torch.from_dlpack(tensor.to_dlpack())
+
+
+class BlsComponent:
+    """A pipeline Component served by another Triton model, so the server schedules, batches and places it."""
+
+    def __init__(self, model_name: str, output_names: list[str]):
+        self.model_name, self.output_names = model_name, output_names
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        request = pb_utils.InferenceRequest(model_name=self.model_name, requested_output_names=self.output_names,
+                                            inputs=[to_triton(k, v) for k, v in inputs.items()])
+        response = request.exec()
+        if response.has_error():
+            raise ComponentError(f"{self.model_name}: {response.error().message()}")
+        return {name: from_triton(pb_utils.get_output_tensor_by_name(response, name)) for name in self.output_names}

@@ -1,0 +1,58 @@
+"""A Triton python-backend model that serves one exported network (<version>/model.onnx) on ONNX Runtime.
+
+The pytriton tritonserver bundles only the python backend, so on CPU the networks run here. Requests that the
+dynamic batcher groups together and whose non-batch shapes agree go through the session as one batch. The same
+model directory also suits Triton's native onnxruntime backend (same file, same tensor names).
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from pipelines.components import ort_session
+from pipelines.triton_io import config_parameters
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        parameters = config_parameters(config)
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        self.session = ort_session(path, threads=int(parameters.get("intra_op_threads", "0")),
+                                   memory_arena=parameters.get("memory_arena", "true") == "true")
+        self.input_ranks = {i.name: len(i.shape) for i in self.session.get_inputs()}
+        self.output_names = [o["name"] for o in config["output"]]
+
+    def execute(self, requests):
+        inputs = [self._read(request) for request in requests]
+        responses = [None] * len(requests)
+        groups = defaultdict(list)  # requests that can share one session run
+        for index, arrays in enumerate(inputs):
+            groups[tuple((k, v.shape[1:]) for k, v in sorted(arrays.items()))].append(index)
+        for members in groups.values():
+            batch = {name: np.concatenate([inputs[i][name] for i in members]) for name in inputs[members[0]]}
+            try:
+                outputs = self.session.run(self.output_names, batch)
+            except Exception as error:  # a shape the graph cannot take: fail these requests, keep serving
+                for i in members:
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+                continue
+            start = 0
+            for i in members:
+                rows = len(next(iter(inputs[i].values())))
+                responses[i] = pb_utils.InferenceResponse(
+                    [pb_utils.Tensor(name, np.ascontiguousarray(value[start:start + rows]))
+                     for name, value in zip(self.output_names, outputs)])
+                start += rows
+        return responses
+
+    def _read(self, request) -> dict[str, np.ndarray]:
+        arrays = {}
+        for name, rank in self.input_ranks.items():
+            array = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+            arrays[name] = array.reshape(array.shape[:rank]) if array.ndim > rank else array  # (B, 1) -> (B,)
+        return arrays
