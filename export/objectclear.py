@@ -44,15 +44,6 @@ class ObjectClearModels:
     scheduler_config: dict
 
 
-def resolve_source(source: str) -> Path:
-    """A local folder as is; anything else is a Hugging Face repo id, fetched into the local HF cache."""
-    if Path(source).is_dir():
-        return Path(source)
-    from huggingface_hub import snapshot_download
-    return Path(snapshot_download(source, allow_patterns=["*.json", "*.txt", "*.safetensors"],
-                                  ignore_patterns=["*.fp16.safetensors"]))
-
-
 def load_objectclear(folder: Path) -> ObjectClearModels:
     folder = Path(folder)
     fp32 = dict(torch_dtype=torch.float32)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+PRESETS = ["quality", "balanced", "ultra_fast", "low_memory"]  # configs/<preset>.pbtxt; config.pbtxt is balanced
 
 
 class ServerError(RuntimeError):

@@ -1,0 +1,52 @@
+"""python -m export objectclear (--tiny | --source ID_OR_FOLDER) [--repository model_repository]"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from export.objectclear import export_objectclear
+from export.tiny import TINY_ROOT, build_tiny_objectclear
+from server.launcher import DEFAULT_MODEL_REPOSITORY
+
+PIPELINES = {
+    # name: (exporter, tiny-checkpoint builder, Hugging Face id)
+    "objectclear": (export_objectclear, build_tiny_objectclear, "jixin0101/ObjectClear"),
+}
+
+
+def resolve_source(source: str) -> Path:
+    """A local folder as is; anything else is a Hugging Face repo id, fetched into the local HF cache."""
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(source, allow_patterns=["*.json", "*.txt", "*.safetensors"],
+                                  ignore_patterns=["*.fp16.safetensors"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("pipeline", choices=sorted(PIPELINES))
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--tiny", action="store_true",
+                        help=f"build (if missing) and export the tiny random checkpoint in {TINY_ROOT}/<pipeline>")
+    source.add_argument("--source", help="Hugging Face id or local folder (default: the pipeline's official id)")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
+                        help="Triton model repository to write into (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    exporter, build_tiny, hub_id = PIPELINES[args.pipeline]
+    if args.tiny:
+        folder = TINY_ROOT / args.pipeline
+        if not (folder / "model_index.json").exists():
+            build_tiny(folder)
+            print(f"tiny {args.pipeline} checkpoint written to {folder}")
+    else:
+        folder = resolve_source(args.source or hub_id)
+    exporter(folder, args.repository)
+    print(f"{args.pipeline} exported from {folder} into {args.repository}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
