@@ -25,6 +25,15 @@ class Client:
         else:
             self.triton = grpcclient.InferenceServerClient(url)
 
+    def close(self) -> None:
+        self.triton.close()  # an open connection would hold up a graceful server exit
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _input(self, name: str, value, datatype: str):
         array = np.array([value], dtype=np.object_ if datatype == "BYTES" else None)
         if datatype != "BYTES":

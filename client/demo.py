@@ -48,7 +48,8 @@ def main() -> None:
         url = server.http_url if args.protocol == "http" else server.grpc_url
         print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}", flush=True)
         start = time.perf_counter()
-        result = Client(url, args.protocol).inpaint(png(photo), png(mask), seed=args.seed)
+        with Client(url, args.protocol) as client:
+            result = client.inpaint(png(photo), png(mask), seed=args.seed)
         seconds = time.perf_counter() - start
     (args.out / "result.png").write_bytes(result.image)
     (args.out / "removed_region.png").write_bytes(result.mask)

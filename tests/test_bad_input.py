@@ -23,7 +23,8 @@ def request(module, url, **tensors):
         tensor = module.InferInput(name, list(value.shape), datatype)
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
-    return module.InferenceServerClient(url).infer("objectclear_inpaint", inputs)
+    with module.InferenceServerClient(url) as client:  # an open connection would hold up the server's exit
+        return client.infer("objectclear_inpaint", inputs)
 
 
 def url(server, module):
@@ -89,4 +90,5 @@ def test_server_keeps_serving_after_bad_requests(default_server):
                      STEPS=(np.array([2], dtype=np.int32), "INT32"))
     out = np.asarray(Image.open(io.BytesIO(result.as_numpy("IMAGE")[0])))
     assert out.shape == image.shape
-    assert httpclient.InferenceServerClient(default_server.http_url).is_server_ready()
+    with httpclient.InferenceServerClient(default_server.http_url) as client:
+        assert client.is_server_ready()

@@ -33,7 +33,6 @@ def served(request, model_repository):
 
 
 def infer(module, url: str, image: bytes, mask: bytes, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    client = module.InferenceServerClient(url)
     inputs = []
     for name, value, datatype in (("IMAGE", np.array([image], dtype=object), "BYTES"),
                                   ("MASK", np.array([mask], dtype=object), "BYTES"),
@@ -42,7 +41,8 @@ def infer(module, url: str, image: bytes, mask: bytes, seed: int) -> tuple[np.nd
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
     outputs = [module.InferRequestedOutput("IMAGE"), module.InferRequestedOutput("MASK")]
-    result = client.infer("objectclear_inpaint", inputs, outputs=outputs)
+    with module.InferenceServerClient(url) as client:  # an open connection would hold up the server's exit
+        result = client.infer("objectclear_inpaint", inputs, outputs=outputs)
     return decode(result.as_numpy("IMAGE")[0]), decode(result.as_numpy("MASK")[0])
 
 
