@@ -19,8 +19,12 @@ def _check_supported(config: dict) -> None:
     for key, allowed in SUPPORTED.items():
         if config.get(key, next(iter(allowed))) not in allowed:
             raise ValueError(f"Euler schedule: {key}={config[key]!r} is not supported (supported: {sorted(allowed)})")
-    if config.get("use_karras_sigmas") or config.get("use_exponential_sigmas") or config.get("use_beta_sigmas"):
-        raise ValueError("Euler schedule: only the default sigma spacing is supported")
+    for flag in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "rescale_betas_zero_snr",
+                 "trained_betas"):
+        if config.get(flag):
+            raise ValueError(f"Euler schedule: {flag} is not supported")
+    if config.get("final_sigmas_type", "zero") != "zero":
+        raise ValueError("Euler schedule: only final_sigmas_type='zero' is supported")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def ellipse_kernel(size: int) -> torch.Tensor:
     kernel = torch.zeros(size, size)
     for i in range(size):
         dy = i - r
-        dx = round(c * math.sqrt((r * r - dy * dy) / (r * r))) if abs(dy) <= r else -1
+        dx = round(c * math.sqrt((r * r - dy * dy) / (r * r))) if r else 0
         kernel[i, max(c - dx, 0):min(c + dx + 1, size)] = 1
     return kernel
 

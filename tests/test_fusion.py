@@ -62,7 +62,7 @@ def blob_attention(h: int, w: int, seed: int) -> np.ndarray:
 
 def serve(original: np.ndarray, generated: np.ndarray, attention: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     region = attention_region(torch.from_numpy(attention), SCALE)
-    fused = attention_guided_fusion(torch.from_numpy(original), torch.from_numpy(generated), region)
+    fused = attention_guided_fusion(torch.from_numpy(original.copy()), torch.from_numpy(generated.copy()), region)
     assert fused.dtype == torch.uint8 and fused.shape == original.shape
     return fused.numpy(), region.numpy()
 
