@@ -87,6 +87,10 @@ def low_frequency(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+ELLIPSE = ellipse_kernel(DILATE_SIZE)
+GAUSSIAN = gaussian_kernel(BLUR_SIZE, BLUR_SIGMA)
+
+
 def attention_region(attention: torch.Tensor, scale: int) -> torch.Tensor:
     """(h, w) attention in [0, 1] at latent resolution -> binary (h*scale, w*scale) float mask, blocky like the
     reference's nearest-neighbour upsample."""
@@ -97,8 +101,7 @@ def attention_region(attention: torch.Tensor, scale: int) -> torch.Tensor:
 def attention_guided_fusion(original: torch.Tensor, generated: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """original, generated: (H, W, 3) uint8; region: (H, W) binary float from `attention_region` -> (H, W, 3) uint8."""
     hard = region[None, None]
-    soft = torch.maximum(hard, _blur(_dilate(hard, ellipse_kernel(DILATE_SIZE)),
-                                     gaussian_kernel(BLUR_SIZE, BLUR_SIGMA))).clamp(0, 1)
+    soft = torch.maximum(hard, _blur(_dilate(hard, ELLIPSE), GAUSSIAN)).clamp(0, 1)
     as_planes = lambda img: img.permute(2, 0, 1)[None].double()  # noqa: E731
     keep = 1 - hard.double()
     ori, gen = as_planes(original), as_planes(generated)

@@ -7,6 +7,7 @@ is torch on the CPU, with noise drawn from `torch.Generator().manual_seed(seed)`
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,10 @@ class ObjectClearInpainter:
         region = (region.numpy() * 255).astype(np.uint8)
         return resize(fused, (width, height), Image.BICUBIC), resize(region, (width, height), Image.NEAREST)
 
+    @functools.lru_cache(maxsize=16)
+    def schedule(self, steps: int) -> EulerSchedule:
+        return EulerSchedule.from_config(self.conditioning.scheduler_config, steps)
+
     # -- steps ---------------------------------------------------------------------------------------------------
     def encode_prompt(self, pixels: torch.Tensor, object_mask: torch.Tensor, guidance_scale: float):
         """The constant prompt with its "object" token replaced by the object's CLIP embedding; with CFG, an
@@ -124,7 +129,7 @@ class ObjectClearInpainter:
 
     def denoise(self, noise, image_latents, masked_image_latents, latent_mask, prompt_embeds, pooled,
                 settings: Settings, cancelled):
-        schedule = EulerSchedule.from_config(self.conditioning.scheduler_config, settings.steps)
+        schedule = self.schedule(settings.steps)
         rows = prompt_embeds.shape[0]  # 2 with CFG
         height, width = (VAE_SCALE * s for s in noise.shape[-2:])
         time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).repeat(rows, 1)
