@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 from export.objectclear import export_objectclear
-from export.tiny import TINY_ROOT, build_tiny_objectclear
+from export.sam3 import export_sam3
+from export.tiny import TINY_ROOT, build_tiny_objectclear, build_tiny_sam3
 from server.launcher import DEFAULT_MODEL_REPOSITORY
 
 PIPELINES = {
     # name: (exporter, tiny-checkpoint builder, Hugging Face id)
     "objectclear": (export_objectclear, build_tiny_objectclear, "jixin0101/ObjectClear"),
+    "sam3": (export_sam3, build_tiny_sam3, "facebook/sam3"),
 }
 
 
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     exporter, build_tiny, hub_id = PIPELINES[args.pipeline]
     if args.tiny:
         folder = TINY_ROOT / args.pipeline
-        if not (folder / "model_index.json").exists():
+        if not (folder.is_dir() and any(folder.iterdir())):
             build_tiny(folder)
             print(f"tiny {args.pipeline} checkpoint written to {folder}")
     else:

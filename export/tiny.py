@@ -129,3 +129,44 @@ def build_tiny_objectclear(folder: Path, seed: int = 0) -> Path:
         "tokenizer_2": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
     return folder
+
+
+# SAM 3: every size scaled down (reference/sam3.md 4.1), classes and structure unchanged. 112 px -> an 8x8 token grid
+# (real: 1008 px, 72x72); every 256-d part is SAM3_WIDTH wide (a multiple of 8 for the mask decoder's GroupNorm(8)).
+SAM3_IMAGE = 112
+SAM3_WIDTH = 32
+SAM3_VIT = dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2,  # head dim 16: divisible by 4 for the 2-D axial RoPE
+                image_size=SAM3_IMAGE, patch_size=14, window_size=4, global_attn_indexes=[1], pretrain_image_size=56)
+SAM3_TEXT = dict(model_type="clip_text_model", hidden_size=32, intermediate_size=64, projection_dim=32,
+                 num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32)
+SAM3_PARTS = dict(hidden_size=SAM3_WIDTH, num_attention_heads=2, intermediate_size=64)
+SAM3_WORDS = ["a", "the", "of", "and", "dog", "cat", "cup", "person", "car", "red", "visual", "photo"]
+
+
+def build_tiny_sam3(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny `Sam3Model` and its `Sam3Processor` (112 px images, a CLIP BPE tokenizer that knows
+    SAM3_WORDS and every byte) to `folder`, in `facebook/sam3`'s layout."""
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    folder = Path(folder)
+    tokenizer = save_tiny_clip_tokenizer(folder, SAM3_WORDS, "<|endoftext|>")
+    vocab_size = len(tokenizer)
+    special_ids = dict(vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                       pad_token_id=vocab_size - 1)
+    grid = SAM3_IMAGE // SAM3_VIT["patch_size"]
+    config = Sam3Config(
+        vision_config=dict(backbone_config=dict(SAM3_VIT), fpn_hidden_size=SAM3_WIDTH,
+                           backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]),
+        text_config=dict(SAM3_TEXT, **special_ids),
+        geometry_encoder_config=dict(SAM3_PARTS, num_layers=1),
+        detr_encoder_config=dict(SAM3_PARTS, num_layers=1),
+        detr_decoder_config=dict(SAM3_PARTS, num_layers=2, num_queries=8),
+        mask_decoder_config=dict(hidden_size=SAM3_WIDTH, num_attention_heads=2),
+    )
+    torch.manual_seed(seed)
+    Sam3Model(config).save_pretrained(folder)
+    image_processor = Sam3ImageProcessor(size={"height": SAM3_IMAGE, "width": SAM3_IMAGE},
+                                         mask_size={"height": 4 * grid, "width": 4 * grid})
+    Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
