@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-EXPORTED := model_repository/objectclear_unet/1/model.onnx
+EXPORTED := model_repository/objectclear_unet/1/model.onnx model_repository/sam3_detector/1/model.onnx
 
 .PHONY: install export demo test serve clean
 
@@ -15,8 +15,10 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 export: $(EXPORTED)
-$(EXPORTED): $(INSTALLED) export/*.py
+model_repository/objectclear_unet/1/model.onnx: $(INSTALLED) export/objectclear.py export/onnx_export.py export/tiny.py
 	$(PY) -m export objectclear --tiny
+model_repository/sam3_detector/1/model.onnx: $(INSTALLED) export/sam3.py export/onnx_export.py export/tiny.py
+	$(PY) -m export sam3 --tiny
 
 demo: $(EXPORTED)
 	$(PY) -m client.demo
@@ -29,5 +31,12 @@ serve: $(EXPORTED)
 test: $(EXPORTED)
 	$(PY) -m pytest
 
+# perf_analyzer from the tritonclient 2.50.0 wheel (not pip-installable beside onnx): artifacts/perf_analyzer/
+PERF_ANALYZER := artifacts/perf_analyzer/perf_analyzer
+.PHONY: perf-analyzer
+perf-analyzer: $(PERF_ANALYZER)
+$(PERF_ANALYZER): scripts/install_perf_analyzer.sh
+	bash scripts/install_perf_analyzer.sh
+
 clean:
-	rm -rf artifacts outputs model_repository/*/1/*.onnx model_repository/*/1/*.onnx.data model_repository/*/1/*.npz
+	rm -rf artifacts outputs model_repository/*/1/*.onnx model_repository/*/1/*.onnx.data model_repository/*/1/*.npz model_repository/*/1/processor

@@ -1,4 +1,16 @@
-"""A small library over the official Triton clients (HTTP or gRPC) for the repository's public models."""
+"""A small library over the official Triton clients (HTTP or gRPC, sync or asyncio) for the repository's public
+models: objectclear_inpaint, remove_object, sam3_segment and flux_generate (interfaces pinned in PRODUCT.md).
+
+    with Client("127.0.0.1:8000") as client:                 # or Client("127.0.0.1:8001", "grpc")
+        result = client.remove(open("photo.jpg", "rb").read(), "the cup", seed=42)
+
+    async with AsyncClient("127.0.0.1:8001", "grpc") as client:
+        result = await client.inpaint(image, mask)
+
+Errors come as ClientError subclasses: ServerUnavailable (nothing answers at the URL), ModelNotReady (the model is
+not loaded or not ready), InvalidInput (the server rejected the request with INVALID_ARG; its message names the
+input). Each carries the CLI exit code for it.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,22 +18,126 @@ from dataclasses import dataclass
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 PROTOCOLS = {"http": httpclient, "grpc": grpcclient}
+DTYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32}
+
+
+class ClientError(RuntimeError):
+    exit_code = 1
+
+
+class ServerUnavailable(ClientError):
+    exit_code = 2
+
+
+class ModelNotReady(ClientError):
+    exit_code = 3
+
+
+class InvalidInput(ClientError):
+    exit_code = 4
 
 
 @dataclass
 class InpaintResult:
     image: bytes  # PNG at the input's resolution
-    mask: bytes  # PNG, the attention-guided region that was replaced
+    mask: bytes  # PNG, the region that was replaced
 
 
-class Client:
+RemoveResult = InpaintResult  # remove_object returns the same pair: IMAGE and MASK (the region removed)
+
+
+@dataclass
+class SegmentResult:
+    masks: np.ndarray  # uint8 [N, H, W], 0/1, one per instance
+    boxes: np.ndarray  # float32 [N, 4], xyxy pixels
+    scores: np.ndarray  # float32 [N]
+
+
+def _translate(error: Exception, model: str, url: str) -> ClientError:
+    """A tritonclient or transport error as one of ours, with a one-line message."""
+    if isinstance(error, InferenceServerException):
+        status, message = str(error.status() or ""), (error.message() or str(error)).strip()
+        if status == "StatusCode.UNAVAILABLE" and "connect" in message.lower():  # gRPC: nothing listens
+            return ServerUnavailable(f"no Triton server at {url}: {message.splitlines()[0]}")
+        if status in ("404", "StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE") or "unknown model" in message:
+            return ModelNotReady(f"model '{model}' is not loaded or not ready on {url}: {message}")
+        if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+            return InvalidInput(message)
+        return ClientError(f"{status or 'error'}: {message}")
+    # HTTP: refused/unresolvable (OSError from geventhttpclient, aiohttp's ClientConnectorError is one too)
+    if isinstance(error, OSError) or "Connect" in type(error).__name__:
+        return ServerUnavailable(f"no Triton server at {url}: {error}")
+    return ClientError(f"{type(error).__name__}: {error}")
+
+
+class _Requests:
+    """Builds requests and reads responses; Client and AsyncClient only differ in how they send them."""
+
+    protocol = httpclient
+    url = ""
+
+    def _input(self, name: str, value, datatype: str):
+        if datatype == "BYTES":
+            array = np.array([value], dtype=np.object_)
+        else:
+            array = np.asarray(value, dtype=DTYPES[datatype])
+            array = array.reshape(1) if array.ndim == 0 else array
+        tensor = self.protocol.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        return tensor
+
+    def _inpaint_request(self, image: bytes, mask: bytes, seed: int, steps: int | None,
+                         guidance_scale: float | None):
+        inputs = [self._input("IMAGE", image, "BYTES"), self._input("MASK", mask, "BYTES"),
+                  self._input("SEED", seed, "INT64")]
+        if steps is not None:
+            inputs.append(self._input("STEPS", steps, "INT32"))
+        if guidance_scale is not None:
+            inputs.append(self._input("GUIDANCE_SCALE", guidance_scale, "FP32"))
+        return "objectclear_inpaint", inputs, ["IMAGE", "MASK"]
+
+    def _remove_request(self, image: bytes, prompt: str, seed: int):
+        inputs = [self._input("IMAGE", image, "BYTES"), self._input("PROMPT", prompt.encode(), "BYTES"),
+                  self._input("SEED", seed, "INT64")]
+        return "remove_object", inputs, ["IMAGE", "MASK"]
+
+    def _segment_request(self, image: bytes, prompt: str, boxes=None):
+        inputs = [self._input("IMAGE", image, "BYTES"), self._input("PROMPT", prompt.encode(), "BYTES")]
+        if boxes is not None and len(boxes):
+            inputs.append(self._input("BOXES", np.asarray(boxes, np.float32).reshape(-1, 4), "FP32"))
+        return "sam3_segment", inputs, ["MASKS", "BOXES", "SCORES"]
+
+    def _generate_request(self, prompt: str, seed: int):
+        inputs = [self._input("PROMPT", prompt.encode(), "BYTES"), self._input("SEED", seed, "INT64")]
+        return "flux_generate", inputs, ["IMAGE"]
+
+    @staticmethod
+    def _outputs(result, outputs: list[str]) -> dict[str, np.ndarray]:
+        return {name: result.as_numpy(name) for name in outputs}
+
+    @staticmethod
+    def _images(out: dict[str, np.ndarray]) -> InpaintResult:
+        return InpaintResult(out["IMAGE"].reshape(-1)[0], out["MASK"].reshape(-1)[0])
+
+    @staticmethod
+    def _segments(out: dict[str, np.ndarray]) -> SegmentResult:
+        return SegmentResult(out["MASKS"], out["BOXES"].reshape(-1, 4), out["SCORES"].reshape(-1))
+
+    def _not_ready(self, model: str) -> ModelNotReady:
+        return ModelNotReady(f"model '{model}' is not loaded or not ready on {self.url}")
+
+
+class Client(_Requests):
     def __init__(self, url: str, protocol: str = "http", timeout_s: float = 600.0):
         self.protocol = PROTOCOLS[protocol]
+        self.url = url
         self.timeout_s = timeout_s
         if protocol == "http":
-            self.triton = httpclient.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+            self.triton = httpclient.InferenceServerClient(url, connection_timeout=min(timeout_s, 10.0),
+                                                           network_timeout=timeout_s)
         else:
             self.triton = grpcclient.InferenceServerClient(url)
 
@@ -34,27 +150,87 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _input(self, name: str, value, datatype: str):
-        array = np.array([value], dtype=np.object_ if datatype == "BYTES" else None)
-        if datatype != "BYTES":
-            array = array.astype({"INT64": np.int64, "INT32": np.int32, "FP32": np.float32}[datatype])
-        tensor = self.protocol.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        return tensor
+    def check(self, model: str) -> None:
+        """Raises ServerUnavailable or ModelNotReady before any work is sent."""
+        try:
+            ready = self.triton.is_model_ready(model)
+        except Exception as error:  # noqa: BLE001 -- every transport's own type, translated
+            raise _translate(error, model, self.url) from None
+        if not ready:
+            raise self._not_ready(model)
 
     def _infer(self, model: str, inputs: list, outputs: list[str]) -> dict[str, np.ndarray]:
         requested = [self.protocol.InferRequestedOutput(name) for name in outputs]
         kwargs = {"client_timeout": self.timeout_s} if self.protocol is grpcclient else {}
-        result = self.triton.infer(model, inputs, outputs=requested, **kwargs)
-        return {name: result.as_numpy(name) for name in outputs}
+        try:
+            result = self.triton.infer(model, inputs, outputs=requested, **kwargs)
+        except Exception as error:  # noqa: BLE001
+            raise _translate(error, model, self.url) from None
+        return self._outputs(result, outputs)
 
     def inpaint(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
                 guidance_scale: float | None = None) -> InpaintResult:
-        inputs = [self._input("IMAGE", image, "BYTES"), self._input("MASK", mask, "BYTES"),
-                  self._input("SEED", seed, "INT64")]
-        if steps is not None:
-            inputs.append(self._input("STEPS", steps, "INT32"))
-        if guidance_scale is not None:
-            inputs.append(self._input("GUIDANCE_SCALE", guidance_scale, "FP32"))
-        out = self._infer("objectclear_inpaint", inputs, ["IMAGE", "MASK"])
-        return InpaintResult(out["IMAGE"][0], out["MASK"][0])
+        return self._images(self._infer(*self._inpaint_request(image, mask, seed, steps, guidance_scale)))
+
+    def remove(self, image: bytes, prompt: str, seed: int = 0) -> RemoveResult:
+        return self._images(self._infer(*self._remove_request(image, prompt, seed)))
+
+    def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
+        return self._segments(self._infer(*self._segment_request(image, prompt, boxes)))
+
+    def generate(self, prompt: str, seed: int = 0) -> bytes:
+        return self._infer(*self._generate_request(prompt, seed))["IMAGE"].reshape(-1)[0]
+
+
+class AsyncClient(_Requests):
+    """The same methods as Client, as coroutines, on tritonclient's asyncio clients (aiohttp / grpc.aio)."""
+
+    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 600.0):
+        self.protocol = PROTOCOLS[protocol]
+        self.url = url
+        self.timeout_s = timeout_s
+        if protocol == "http":
+            import tritonclient.http.aio as aio
+            self.triton = aio.InferenceServerClient(url, conn_timeout=timeout_s)
+        else:
+            import tritonclient.grpc.aio as aio
+            self.triton = aio.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self.triton.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def check(self, model: str) -> None:
+        try:
+            ready = await self.triton.is_model_ready(model)
+        except Exception as error:  # noqa: BLE001
+            raise _translate(error, model, self.url) from None
+        if not ready:
+            raise self._not_ready(model)
+
+    async def _infer(self, model: str, inputs: list, outputs: list[str]) -> dict[str, np.ndarray]:
+        requested = [self.protocol.InferRequestedOutput(name) for name in outputs]
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol is grpcclient else {}
+        try:
+            result = await self.triton.infer(model, inputs, outputs=requested, **kwargs)
+        except Exception as error:  # noqa: BLE001
+            raise _translate(error, model, self.url) from None
+        return self._outputs(result, outputs)
+
+    async def inpaint(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
+                      guidance_scale: float | None = None) -> InpaintResult:
+        return self._images(await self._infer(*self._inpaint_request(image, mask, seed, steps, guidance_scale)))
+
+    async def remove(self, image: bytes, prompt: str, seed: int = 0) -> RemoveResult:
+        return self._images(await self._infer(*self._remove_request(image, prompt, seed)))
+
+    async def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
+        return self._segments(await self._infer(*self._segment_request(image, prompt, boxes)))
+
+    async def generate(self, prompt: str, seed: int = 0) -> bytes:
+        return (await self._infer(*self._generate_request(prompt, seed)))["IMAGE"].reshape(-1)[0]

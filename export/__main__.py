@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pipeline", choices=sorted(PIPELINES))
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tiny", action="store_true",
-                        help=f"build (if missing) and export the tiny random checkpoint in {TINY_ROOT}/<pipeline>")
+                        help=f"build and export the tiny random checkpoint in {TINY_ROOT}/<pipeline>")
     source.add_argument("--source", help="Hugging Face id or local folder (default: the pipeline's official id)")
     parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
                         help="Triton model repository to write into (default: %(default)s)")
@@ -40,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     exporter, build_tiny, hub_id = PIPELINES[args.pipeline]
     if args.tiny:
         folder = TINY_ROOT / args.pipeline
-        if not (folder.is_dir() and any(folder.iterdir())):
-            build_tiny(folder)
-            print(f"tiny {args.pipeline} checkpoint written to {folder}")
+        build_tiny(folder)  # seconds; rebuilt every time so it always matches export/tiny.py
+        print(f"tiny {args.pipeline} checkpoint written to {folder}")
     else:
         folder = resolve_source(args.source or hub_id)
     exporter(folder, args.repository)

@@ -7,6 +7,7 @@ Writes into the model repository:
   objectclear_vae_decoder/1/model.onnx     latents / scaling_factor -> image in [-1, 1]
   objectclear_object_encoder/1/model.onnx  224x224 mask-zeroed frame -> CLIP vision -> projection -> postfuse row
   objectclear_inpaint/1/conditioning.npz   constant prompt embeddings, scheduler config, scaling factor
+  remove_object/1/conditioning.npz         the same, for the SAM 3 -> ObjectClear pipeline
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ OBJECT_TOKEN_INDEX = 5  # "object" in "<bos> remove the instance of object <eos>
 PROBED_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SERVING_MODELS = ["objectclear_inpaint", "remove_object"]  # python-backend models that run the denoising loop
 MAX_BATCH = 32
 LATENT_RANGE = dict(min=8, max=512)  # 64 px .. 4096 px sides
 
@@ -263,8 +265,9 @@ def export_objectclear(source: Path, repository: Path) -> list[ExportReport]:
         reports.append(export_component(spec, module, repository / spec.name / "1" / "model.onnx"))
         print(reports[-1].summary(), flush=True)
     conditioning = prompt_conditioning(models)
-    np.savez(repository / "objectclear_inpaint" / "1" / "conditioning.npz", **conditioning,
-             scheduler_config=json.dumps(models.scheduler_config),
-             vae_scaling_factor=np.float32(models.vae.config.scaling_factor),
-             object_token_index=np.int64(OBJECT_TOKEN_INDEX))
+    for model_name in SERVING_MODELS:
+        np.savez(repository / model_name / "1" / "conditioning.npz", **conditioning,
+                 scheduler_config=json.dumps(models.scheduler_config),
+                 vae_scaling_factor=np.float32(models.vae.config.scaling_factor),
+                 object_token_index=np.int64(OBJECT_TOKEN_INDEX))
     return reports

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.export import Dim
-from transformers import Sam3Model
+from transformers import Sam3Model, Sam3Processor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
@@ -34,6 +34,7 @@ from export.onnx_export import ComponentSpec, ExportReport, export_component
 MAX_BATCH = 32
 TEXT_TOKENS = 32  # Sam3Processor pads every prompt to 32 tokens; the CLIP text model has 32 positions
 MAX_BOXES = 64
+SERVING_MODELS = ["sam3_segment", "remove_object"]  # python-backend models that run the processor
 DETECTOR_OUTPUTS = ["pred_masks", "pred_boxes", "pred_logits", "presence_logits", "semantic_seg"]
 
 
@@ -216,4 +217,9 @@ def export_sam3(source: Path, repository: Path) -> list[ExportReport]:
     for spec, module in component_specs(model):
         reports.append(export_component(spec, module, Path(repository) / spec.name / "1" / "model.onnx"))
         print(reports[-1].summary(), flush=True)
+    # The serving models tokenise and pre/post-process with transformers' own processor; each keeps a copy so a
+    # model directory can be deployed on its own.
+    processor = Sam3Processor.from_pretrained(Path(source))
+    for model_name in SERVING_MODELS:
+        processor.save_pretrained(Path(repository) / model_name / "1" / "processor")
     return reports

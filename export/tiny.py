@@ -165,7 +165,14 @@ def build_tiny_sam3(folder: Path, seed: int = 0) -> Path:
         mask_decoder_config=dict(hidden_size=SAM3_WIDTH, num_attention_heads=2),
     )
     torch.manual_seed(seed)
-    Sam3Model(config).save_pretrained(folder)
+    model = Sam3Model(config)
+    # Random init scores every query at sigmoid(0) * sigmoid(0) = 0.25, under the 0.3 threshold, so nothing would
+    # ever be found: make the presence token confident and spread the query logits, so some instances pass and
+    # post-processing (thresholds, mask resize) is exercised as with trained weights.
+    with torch.no_grad():
+        model.detr_decoder.presence_head.layer3.bias.add_(3.0)
+        model.dot_product_scoring.query_proj.weight.mul_(80.0)
+    model.save_pretrained(folder)
     image_processor = Sam3ImageProcessor(size={"height": SAM3_IMAGE, "width": SAM3_IMAGE},
                                          mask_size={"height": 4 * grid, "width": 4 * grid})
     Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)

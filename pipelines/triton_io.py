@@ -34,6 +34,19 @@ def optional_scalar(request, name: str, default):
     return values[0].item()
 
 
+def text_input(request, name: str) -> str:
+    data = bytes_input(request, name)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(name, "not UTF-8 text") from None
+
+
+def optional_tensor(request, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
 def bytes_output(name: str, data: bytes):
     return pb_utils.Tensor(name, np.array([data], dtype=np.object_))
 

@@ -26,13 +26,15 @@ class TritonPythonModel:
                                    memory_arena=parameters.get("memory_arena", "true") == "true")
         self.input_ranks = {i.name: len(i.shape) for i in self.session.get_inputs()}
         self.output_names = [o["name"] for o in config["output"]]
+        self.batching = config.get("max_batch_size", 0) > 0  # else the graph's first axis is not a batch axis
 
     def execute(self, requests):
         inputs = [self._read(request) for request in requests]
         responses = [None] * len(requests)
         groups = defaultdict(list)  # requests that can share one session run
         for index, arrays in enumerate(inputs):
-            groups[tuple((k, v.shape[1:]) for k, v in sorted(arrays.items()))].append(index)
+            key = tuple((k, v.shape[1:]) for k, v in sorted(arrays.items())) if self.batching else index
+            groups[key].append(index)
         for members in groups.values():
             batch = {name: np.concatenate([inputs[i][name] for i in members]) for name in inputs[members[0]]}
             try:

@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageDraw
 
-from export.tiny import TINY_ROOT, build_tiny_objectclear
+from export.tiny import TINY_ROOT, build_tiny_objectclear, build_tiny_sam3
 from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
 
@@ -22,11 +22,22 @@ def objectclear_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_repository(objectclear_checkpoint) -> Path:
+def sam3_checkpoint() -> Path:
+    folder = TINY_ROOT / "sam3"
+    if not (folder / "config.json").exists():
+        build_tiny_sam3(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def model_repository(objectclear_checkpoint, sam3_checkpoint) -> Path:
     """The project's model repository with the tiny models exported (`make export` normally did this already)."""
-    if not (DEFAULT_MODEL_REPOSITORY / "objectclear_inpaint" / "1" / "conditioning.npz").exists():
+    if not (DEFAULT_MODEL_REPOSITORY / "remove_object" / "1" / "conditioning.npz").exists():
         from export.objectclear import export_objectclear
         export_objectclear(objectclear_checkpoint, DEFAULT_MODEL_REPOSITORY)
+    if not (DEFAULT_MODEL_REPOSITORY / "remove_object" / "1" / "processor").exists():
+        from export.sam3 import export_sam3
+        export_sam3(sam3_checkpoint, DEFAULT_MODEL_REPOSITORY)
     return DEFAULT_MODEL_REPOSITORY
 
 

@@ -1,5 +1,6 @@
-"""objectclear_inpaint served by a real tritonserver, per preset, over HTTP and gRPC with the real tritonclient,
-compared with the independent PyTorch reference (tests/reference) on the same tiny weights and seed."""
+"""objectclear_inpaint and remove_object served by a real tritonserver, per preset, over HTTP and gRPC with the
+real tritonclient; objectclear_inpaint compared with the independent PyTorch reference (tests/reference) on the
+same tiny weights and seed, remove_object with its two public halves chained by the client."""
 from __future__ import annotations
 
 import numpy as np
@@ -88,3 +89,69 @@ def test_seed_controls_the_noise(served, coffee, http_result):
     other = infer(httpclient, server.http_url, png(coffee[0]), png(coffee[1]), SEED + 1)
     assert np.array_equal(again[0], http_result[0])
     assert not np.array_equal(other[0], http_result[0])
+
+
+# -- remove_object: SAM 3 -> union of the instance masks -> ObjectClear, chained inside Triton ---------------------
+PROMPT = "a cup"
+
+
+def call(module, url: str, model: str, outputs: list[str], **tensors):
+    """tensors: name -> (numpy array, Triton datatype)"""
+    inputs = []
+    for name, (value, datatype) in tensors.items():
+        tensor = module.InferInput(name, list(value.shape), datatype)
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    with module.InferenceServerClient(url) as client:
+        result = client.infer(model, inputs)
+    return [result.as_numpy(name) for name in outputs]
+
+
+def remove(module, url, photo, prompt=PROMPT, **extra):
+    image, mask = call(module, url, "remove_object", ["IMAGE", "MASK"],
+                       IMAGE=(np.array([png(photo)], dtype=object), "BYTES"),
+                       PROMPT=(np.array([prompt.encode()], dtype=object), "BYTES"),
+                       SEED=(np.array([SEED], dtype=np.int64), "INT64"), **extra)
+    return decode(image[0]), decode(mask[0])
+
+
+@pytest.fixture(scope="module")
+def removed(served, coffee):
+    _, server = served
+    return remove(httpclient, server.http_url, coffee[0])
+
+
+def test_remove_object_over_http_and_grpc(served, coffee, removed):
+    _, server = served
+    image, region = removed
+    assert image.shape == coffee[0].shape and region.shape == coffee[0].shape[:2]
+    assert set(np.unique(region)) <= {0, 255} and region.any()
+    assert np.abs(image.astype(int) - coffee[0]).mean() > 1
+    grpc_image, grpc_region = remove(grpcclient, server.grpc_url, coffee[0])
+    assert np.array_equal(grpc_image, image) and np.array_equal(grpc_region, region)
+
+
+def test_remove_object_is_segmentation_then_inpainting(served, coffee, removed):
+    """The chained model gives exactly what its two public halves give when the client chains them itself."""
+    _, server = served
+    photo = np.array([png(coffee[0])], dtype=object), "BYTES"
+    (masks,) = call(httpclient, server.http_url, "sam3_segment", ["MASKS"], IMAGE=photo,
+                    PROMPT=(np.array([PROMPT.encode()], dtype=object), "BYTES"))
+    union = (masks.any(axis=0) * 255).astype(np.uint8)
+    image, region = call(httpclient, server.http_url, "objectclear_inpaint", ["IMAGE", "MASK"], IMAGE=photo,
+                         MASK=(np.array([png(union)], dtype=object), "BYTES"),
+                         SEED=(np.array([SEED], dtype=np.int64), "INT64"))
+    assert len(masks) > 0
+    assert np.array_equal(decode(image[0]), removed[0]) and np.array_equal(decode(region[0]), removed[1])
+
+
+def test_nothing_found_returns_the_input_without_denoising(served, coffee):
+    _, server = served
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        unet_runs = client.get_inference_statistics("objectclear_unet")["model_stats"][0]["execution_count"]
+        image, region = remove(httpclient, server.http_url, coffee[0],
+                               SCORE_THRESHOLD=(np.array([1.0], dtype=np.float32), "FP32"))
+        after = client.get_inference_statistics("objectclear_unet")["model_stats"][0]["execution_count"]
+    assert np.array_equal(image, coffee[0])
+    assert not region.any()
+    assert after == unet_runs

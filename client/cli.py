@@ -1,0 +1,248 @@
+"""Command line for the repository's public models on a running Triton server.
+
+    python -m client inpaint photo.jpg mask.png [--seed 42] [--preset quality]
+    python -m client inpaint photos/ masks/ --concurrency 2          # masks/<same stem>.png, or one mask for all
+    python -m client remove photo.jpg --prompt "the cup"              # or a folder: photos/ --concurrency 4
+    python -m client segment photo.jpg --prompt "cup" [--box 130 40 470 330]
+    python -m client generate --prompt "a red bicycle" --seed 7
+
+Every command takes --url (default 127.0.0.1:8000 for http, :8001 for grpc) and --protocol http|grpc. Results go
+next to the input (photo.removed.png, photo.inpainted.png, photo.segment.png + .json) or to --out (a file for one
+image, a folder for a folder). Exit codes: 0 done, 1 other failure, 2 server down, 3 model not loaded or not ready,
+4 the server rejected the input (INVALID_ARG, its message is printed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from client.api import Client, ClientError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+OUTPUT_TAGS = (".inpainted", ".removed", ".segment", ".mask")  # files we wrote: never inputs of a folder run
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+# Per-request STEPS / GUIDANCE_SCALE of each server preset (model_repository/objectclear_inpaint/configs). The
+# short side is server-wide; --preset here only makes one request behave like that preset's denoising loop.
+PRESETS = {"quality": (20, 2.5), "balanced": (8, 2.0), "ultra_fast": (4, 1.5), "low_memory": (6, 1.8)}
+
+
+def images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(tag in p.name for tag in OUTPUT_TAGS))
+
+
+def output_path(source: Path, tag: str, out: Path | None, folder_run: bool) -> Path:
+    name = f"{source.stem}.{tag}.png"
+    if out is None:
+        return source.with_name(name)
+    if folder_run or out.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        return out / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class Runner:
+    """Runs one job per image on a thread pool, each thread with its own client (tritonclient's HTTP client is not
+    thread-safe), with a progress bar and per-image timing. Returns the exit code."""
+
+    def __init__(self, args: argparse.Namespace, model: str):
+        self.args, self.model = args, model
+        self.local = threading.local()
+        self.clients: list[Client] = []
+        self.lock = threading.Lock()
+
+    def client(self) -> Client:
+        if not hasattr(self.local, "client"):
+            self.local.client = Client(self.args.url, self.args.protocol, self.args.timeout)
+            with self.lock:
+                self.clients.append(self.local.client)
+        return self.local.client
+
+    def run(self, jobs: list[tuple[Path, callable]]) -> int:
+        try:
+            self.client().check(self.model)  # server down / model missing: one message, before any work
+            return self._run(jobs)
+        except ClientError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        finally:
+            for client in self.clients:
+                client.close()
+
+    def _run(self, jobs) -> int:
+        from tqdm import tqdm
+
+        def timed(job):
+            source, work = job
+            start = time.perf_counter()
+            written = work(self.client())
+            return source, written, time.perf_counter() - start
+
+        failures: list[ClientError] = []
+        started = time.perf_counter()
+        show_bar = len(jobs) > 1 and not self.args.quiet
+        with ThreadPoolExecutor(max(1, self.args.concurrency)) as pool, \
+                tqdm(total=len(jobs), unit="img", disable=not show_bar, file=sys.stderr) as bar:
+            futures = {pool.submit(timed, job): job[0] for job in jobs}
+            for future in as_completed(futures):
+                try:
+                    source, written, seconds = future.result()
+                    if not self.args.quiet:
+                        bar.write(f"{source}: {seconds:.2f} s -> {', '.join(map(str, written))}")
+                except Exception as error:  # noqa: BLE001 -- one bad file must not stop a folder run
+                    failures.append(error if isinstance(error, ClientError) else ClientError(repr(error)))
+                    bar.write(f"error: {futures[future]}: {error}", file=sys.stderr)
+                bar.update()
+        if len(jobs) > 1 and not self.args.quiet:
+            seconds = time.perf_counter() - started
+            print(f"{len(jobs) - len(failures)}/{len(jobs)} done in {seconds:.1f} s "
+                  f"({len(jobs) / seconds:.2f} img/s at concurrency {self.args.concurrency})")
+        return max((error.exit_code for error in failures), default=0)
+
+
+def cmd_inpaint(args) -> int:
+    steps, guidance = PRESETS[args.preset] if args.preset else (None, None)
+    steps = args.steps if args.steps is not None else steps
+    guidance = args.guidance_scale if args.guidance_scale is not None else guidance
+    folder_run = args.image.is_dir()
+    sources = images_in(args.image) if folder_run else [args.image]
+
+    def mask_for(source: Path) -> Path:
+        if not args.mask.is_dir():
+            return args.mask
+        for stem in (f"{source.stem}.mask", source.stem):  # photos/x.jpg + photos/x.mask.png, or masks/x.png
+            matches = sorted(p for p in args.mask.glob(f"{stem}.*") if p != source and p.stem == stem)
+            if matches:
+                return matches[0]
+        raise ClientError(f"no mask for {source.name} in {args.mask}")
+
+    def job(source: Path):
+        def work(client: Client) -> list[Path]:
+            result = client.inpaint(source.read_bytes(), mask_for(source).read_bytes(), seed=args.seed,
+                                    steps=steps, guidance_scale=guidance)
+            return write_pair(result, output_path(source, "inpainted", args.out, folder_run), args.save_mask)
+        return source, work
+
+    return Runner(args, "objectclear_inpaint").run([job(s) for s in sources])
+
+
+def cmd_remove(args) -> int:
+    folder_run = args.image.is_dir()
+    sources = images_in(args.image) if folder_run else [args.image]
+
+    def job(source: Path):
+        def work(client: Client) -> list[Path]:
+            result = client.remove(source.read_bytes(), args.prompt, seed=args.seed)
+            return write_pair(result, output_path(source, "removed", args.out, folder_run), args.save_mask)
+        return source, work
+
+    return Runner(args, "remove_object").run([job(s) for s in sources])
+
+
+def cmd_segment(args) -> int:
+    from PIL import Image
+
+    def work(client: Client) -> list[Path]:
+        result = client.segment(args.image.read_bytes(), args.prompt, boxes=args.box)
+        target = output_path(args.image, "segment", args.out, False)
+        union = result.masks.reshape(-1, *result.masks.shape[-2:]).any(axis=0) if result.masks.size else None
+        if union is None:
+            with Image.open(args.image) as photo:
+                union = np.zeros((photo.height, photo.width), bool)
+        Image.fromarray(union.astype(np.uint8) * 255).save(target)
+        report = [{"score": round(float(s), 4), "box": [round(float(v), 1) for v in b]}
+                  for s, b in zip(result.scores, result.boxes)]
+        target.with_suffix(".json").write_text(json.dumps({"prompt": args.prompt, "instances": report}, indent=1))
+        if not args.quiet:
+            print(f"{len(report)} instance(s) of {args.prompt!r}")
+            for item in report:
+                print(f"  score {item['score']:.3f}  box {item['box']}")
+        return [target, target.with_suffix(".json")]
+
+    return Runner(args, "sam3_segment").run([(args.image, work)])
+
+
+def cmd_generate(args) -> int:
+    slug = re.sub(r"[^a-z0-9]+", "-", args.prompt.lower()).strip("-")[:40] or "generated"
+    target = args.out or Path(f"{slug}.{args.seed}.png")
+
+    def work(client: Client) -> list[Path]:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(client.generate(args.prompt, seed=args.seed))
+        return [target]
+
+    return Runner(args, "flux_generate").run([(Path(f"prompt {args.prompt!r}"), work)])
+
+
+def write_pair(result, target: Path, save_mask: bool) -> list[Path]:
+    target.write_bytes(result.image)
+    if not save_mask:
+        return [target]
+    mask = target.with_name(f"{target.stem}.mask.png")
+    mask.write_bytes(result.mask)
+    return [target, mask]
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="host:port of the server (default 127.0.0.1:8000 http, :8001 grpc)")
+    common.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    common.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    common.add_argument("--out", type=Path, help="output file (one image) or folder (a folder run)")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-image lines")
+    seeded = argparse.ArgumentParser(add_help=False)
+    seeded.add_argument("--seed", type=int, default=0)
+    batch = argparse.ArgumentParser(add_help=False)
+    batch.add_argument("--concurrency", "-j", type=int, default=1, help="requests in flight for a folder")
+    batch.add_argument("--save-mask", action="store_true", help="also write the removed region, <out>.mask.png")
+
+    top = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("inpaint", parents=[common, seeded, batch], help="objectclear_inpaint with a given mask")
+    p.add_argument("image", type=Path, help="an image, or a folder of images")
+    p.add_argument("mask", type=Path, help="a mask (white = remove), or a folder with a mask per image stem")
+    p.add_argument("--preset", choices=PRESETS, help="that preset's steps and guidance for this request")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance-scale", type=float)
+    p.set_defaults(func=cmd_inpaint)
+    p = sub.add_parser("remove", parents=[common, seeded, batch], help="remove_object: text prompt -> removed")
+    p.add_argument("image", type=Path, help="an image, or a folder of images")
+    p.add_argument("--prompt", required=True, help="what to remove")
+    p.set_defaults(func=cmd_remove)
+    p = sub.add_parser("segment", parents=[common], help="sam3_segment: masks, boxes and scores")
+    p.add_argument("image", type=Path)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
+                   help="a box prompt in pixels; repeat for more")
+    p.set_defaults(func=cmd_segment, concurrency=1)
+    p = sub.add_parser("generate", parents=[common, seeded], help="flux_generate: text -> image")
+    p.add_argument("--prompt", required=True)
+    p.set_defaults(func=cmd_generate, concurrency=1)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.url = args.url or f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
+    image = getattr(args, "image", None)
+    if image is not None and not image.exists():
+        print(f"error: {image} does not exist", file=sys.stderr)
+        return 1
+    if image is not None and image.is_dir() and not images_in(image):
+        print(f"error: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {image}", file=sys.stderr)
+        return 1
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

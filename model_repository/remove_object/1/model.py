@@ -1,0 +1,45 @@
+"""remove_object: IMAGE + PROMPT (+ SEED, STEPS, GUIDANCE_SCALE, SCORE_THRESHOLD) -> IMAGE, MASK.
+
+SAM 3 finds every instance of the prompt, their union is the mask, ObjectClear removes it. Both pipelines run in
+this process on the decoded image (decoded once, no PNG between the steps) and call their networks through BLS,
+so tensors between networks stay raw (and on the GPU where the networks run there). A prompt that matches
+nothing returns the input image and an empty mask without running the diffusion loop.
+"""
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from pipelines.imaging import decode_image, encode_png
+from pipelines.triton_io import bytes_input, bytes_output, error_response, optional_scalar, text_input
+from pipelines.triton_pipelines import build_inpainter, build_segmenter, parameters, preset_settings, request_settings
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = parameters(args)
+        self.settings = preset_settings(params)
+        self.score_threshold = float(params["score_threshold"])
+        self.mask_threshold = float(params["mask_threshold"])
+        self.segmenter = build_segmenter(args)
+        self.inpainter = build_inpainter(args)
+
+    def execute(self, requests):
+        return [self.infer(request) for request in requests]
+
+    def infer(self, request):
+        try:
+            image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
+            prompt = text_input(request, "PROMPT")
+            seed = int(optional_scalar(request, "SEED", 0))
+            settings = request_settings(request, self.settings)
+            settings.validate()
+            found = self.segmenter(image, prompt, None,
+                                   float(optional_scalar(request, "SCORE_THRESHOLD", self.score_threshold)),
+                                   self.mask_threshold)
+            if len(found.scores) == 0:
+                result, region = image, np.zeros(image.shape[:2], np.uint8)
+            else:
+                result, region = self.inpainter(image, found.union(), seed, settings, cancelled=request.is_cancelled)
+            return pb_utils.InferenceResponse([bytes_output("IMAGE", encode_png(result)),
+                                               bytes_output("MASK", encode_png(region))])
+        except Exception as error:  # every failure becomes this request's error; the model keeps serving
+            return error_response(error)
