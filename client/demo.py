@@ -1,6 +1,7 @@
-"""The main job on the embedded default: tiny exported models, a real tritonserver, a real photo in, PNGs out.
+"""The main job on the embedded default: tiny exported models, a real tritonserver, a real photo and a text
+prompt into remove_object, PNGs out.
 
-    python -m client.demo [--preset balanced] [--protocol http|grpc] [--out outputs/demo]
+    python -m client.demo [--prompt "a cup"] [--preset balanced] [--protocol http|grpc] [--out outputs/demo]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def png(image: Image.Image) -> bytes:
 
 
 def demo_inputs() -> tuple[Image.Image, Image.Image]:
-    """scikit-image's coffee photo (600x400) and a mask over the cup."""
+    """scikit-image's coffee photo (600x400) and a mask over the cup, for objectclear_inpaint."""
     photo = Image.fromarray(skimage.data.coffee())
     mask = Image.new("L", photo.size, 0)
     ImageDraw.Draw(mask).ellipse((130, 40, 470, 330), fill=255)
@@ -33,29 +34,29 @@ def demo_inputs() -> tuple[Image.Image, Image.Image]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompt", default="a cup", help="what to remove")
     parser.add_argument("--preset", choices=PRESETS, default="balanced")
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     args = parser.parse_args()
 
-    photo, mask = demo_inputs()
+    photo, _ = demo_inputs()
     args.out.mkdir(parents=True, exist_ok=True)
     photo.save(args.out / "input.png")
-    mask.save(args.out / "input_mask.png")
     print(f"starting tritonserver (preset {args.preset}) ...", flush=True)
     with TritonServer(preset=args.preset) as server:
         url = server.http_url if args.protocol == "http" else server.grpc_url
         print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}", flush=True)
         start = time.perf_counter()
         with Client(url, args.protocol) as client:
-            result = client.inpaint(png(photo), png(mask), seed=args.seed)
+            result = client.remove(png(photo), args.prompt, seed=args.seed)
         seconds = time.perf_counter() - start
     (args.out / "result.png").write_bytes(result.image)
     (args.out / "removed_region.png").write_bytes(result.mask)
     removed = np.asarray(Image.open(io.BytesIO(result.mask))).mean() / 255
-    print(f"objectclear_inpaint over {args.protocol}: {seconds:.2f} s, {removed:.1%} of the image replaced")
-    for name in ("input.png", "input_mask.png", "result.png", "removed_region.png"):
+    print(f"remove_object({args.prompt!r}) over {args.protocol}: {seconds:.2f} s, {removed:.1%} of the image replaced")
+    for name in ("input.png", "result.png", "removed_region.png"):
         print(f"  {(args.out / name).resolve()}")
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.server
 INVALID = {httpclient: "400", grpcclient: "StatusCode.INVALID_ARGUMENT"}
 
 
-def request(module, url, **tensors):
+def request(module, url, model="objectclear_inpaint", **tensors):
     """tensors: name -> (numpy array, Triton datatype)"""
     inputs = []
     for name, (value, datatype) in tensors.items():
@@ -24,7 +24,7 @@ def request(module, url, **tensors):
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
     with module.InferenceServerClient(url) as client:  # an open connection would hold up the server's exit
-        return client.infer("objectclear_inpaint", inputs)
+        return client.infer(model, inputs)
 
 
 def url(server, module):
@@ -92,3 +92,23 @@ def test_server_keeps_serving_after_bad_requests(default_server):
     assert out.shape == image.shape
     with httpclient.InferenceServerClient(default_server.http_url) as client:
         assert client.is_server_ready()
+
+
+@pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+@pytest.mark.parametrize("case, input_name", [("empty prompt", "PROMPT"), ("undecodable image", "IMAGE"),
+                                              ("prompt that is not UTF-8", "PROMPT"), ("zero steps", "STEPS")])
+def test_remove_object_bad_input(default_server, module, case, input_name):
+    image, _ = small_inputs()
+    tensors = {"IMAGE": as_bytes(png(image)), "PROMPT": as_bytes(b"a cup")}
+    if case == "empty prompt":
+        tensors["PROMPT"] = as_bytes(b"")
+    elif case == "undecodable image":
+        tensors["IMAGE"] = as_bytes(b"\x89PNG but not really")
+    elif case == "prompt that is not UTF-8":
+        tensors["PROMPT"] = as_bytes(b"\xff\xfe\xfa")
+    elif case == "zero steps":
+        tensors["STEPS"] = (np.array([0], dtype=np.int32), "INT32")
+    with pytest.raises(InferenceServerException) as error:
+        request(module, url(default_server, module), "remove_object", **tensors)
+    assert error.value.status() == INVALID[module], error.value
+    assert input_name in str(error.value)

@@ -36,8 +36,9 @@ def test_configs_parse_and_presets_keep_the_interface(model):
         assert signature(parse(preset_file)) == signature(base), preset_file
 
 
-def test_preset_values_match_the_product_table():
-    folder = DEFAULT_MODEL_REPOSITORY / "objectclear_inpaint"
+@pytest.mark.parametrize("model", ["objectclear_inpaint", "remove_object"])
+def test_preset_values_match_the_product_table(model):
+    folder = DEFAULT_MODEL_REPOSITORY / model
     for preset, (steps, short_side, guidance) in EXPECTED.items():
         params = {k: v.string_value for k, v in parse(folder / "configs" / f"{preset}.pbtxt").parameters.items()}
         assert (int(params["steps"]), int(params["short_side"]), float(params["guidance_scale"])) == \
@@ -46,11 +47,24 @@ def test_preset_values_match_the_product_table():
     assert default.parameters == parse(folder / "configs" / "balanced.pbtxt").parameters
 
 
-def test_public_interface_is_pinned():
-    config = parse(DEFAULT_MODEL_REPOSITORY / "objectclear_inpaint" / "config.pbtxt")
+STRING, INT64, FP32, UINT8 = "TYPE_STRING", "TYPE_INT64", "TYPE_FP32", "TYPE_UINT8"
+PUBLIC = {  # PRODUCT.md: model -> (inputs, outputs); further inputs may exist but must be optional
+    "objectclear_inpaint": ({"IMAGE": (STRING, [1]), "MASK": (STRING, [1]), "SEED": (INT64, [1])},
+                            {"IMAGE": (STRING, [1]), "MASK": (STRING, [1])}),
+    "remove_object": ({"IMAGE": (STRING, [1]), "PROMPT": (STRING, [1]), "SEED": (INT64, [1])},
+                      {"IMAGE": (STRING, [1]), "MASK": (STRING, [1])}),
+    "sam3_segment": ({"IMAGE": (STRING, [1]), "PROMPT": (STRING, [1]), "BOXES": (FP32, [-1, 4])},
+                     {"MASKS": (UINT8, [-1, -1, -1]), "BOXES": (FP32, [-1, 4]), "SCORES": (FP32, [-1])}),
+}
+
+
+@pytest.mark.parametrize("model", sorted(PUBLIC))
+def test_public_interface_is_pinned(model):
+    config = parse(DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt")
     types = model_config_pb2.DataType.Name
     inputs = {t.name: (types(t.data_type), list(t.dims)) for t in config.input}
     outputs = {t.name: (types(t.data_type), list(t.dims)) for t in config.output}
-    assert {k: inputs[k] for k in ("IMAGE", "MASK", "SEED")} == {
-        "IMAGE": ("TYPE_STRING", [1]), "MASK": ("TYPE_STRING", [1]), "SEED": ("TYPE_INT64", [1])}
-    assert outputs == {"IMAGE": ("TYPE_STRING", [1]), "MASK": ("TYPE_STRING", [1])}
+    want_inputs, want_outputs = PUBLIC[model]
+    assert {k: inputs[k] for k in want_inputs} == want_inputs
+    assert outputs == want_outputs
+    assert all(t.optional for t in config.input if t.name not in want_inputs or t.name in ("SEED", "BOXES"))
