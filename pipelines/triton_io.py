@@ -58,6 +58,24 @@ def error_response(error: Exception):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
 
 
+class PublicModel:
+    """Base of the public python-backend models: one response per request, built by `infer`. Any exception
+    becomes that request's error response (INVALID_ARG for bad input), so one bad request never fails the
+    others in the batch or the model."""
+
+    def infer(self, request):
+        raise NotImplementedError
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self.infer(request))
+            except Exception as error:
+                responses.append(error_response(error))
+        return responses
+
+
 def config_parameters(model_config: dict) -> dict[str, str]:
     return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
 

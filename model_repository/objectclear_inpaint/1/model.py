@@ -6,26 +6,20 @@ called through BLS. Preset values (steps, guidance, short side) come from this c
 import triton_python_backend_utils as pb_utils
 
 from pipelines.imaging import decode_image, encode_png
-from pipelines.triton_io import bytes_input, bytes_output, error_response, optional_scalar
+from pipelines.triton_io import PublicModel, bytes_input, bytes_output, optional_scalar
 from pipelines.triton_pipelines import build_inpainter, parameters, preset_settings, request_settings
 
 
-class TritonPythonModel:
+class TritonPythonModel(PublicModel):
     def initialize(self, args):
         self.settings = preset_settings(parameters(args))
         self.inpainter = build_inpainter(args)
 
-    def execute(self, requests):
-        return [self.infer(request) for request in requests]
-
     def infer(self, request):
-        try:
-            image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
-            mask = decode_image(bytes_input(request, "MASK"), "MASK", mode="L")
-            seed = int(optional_scalar(request, "SEED", 0))
-            result, region = self.inpainter(image, mask, seed, request_settings(request, self.settings),
-                                            cancelled=request.is_cancelled)
-            return pb_utils.InferenceResponse([bytes_output("IMAGE", encode_png(result)),
-                                               bytes_output("MASK", encode_png(region))])
-        except Exception as error:  # every failure becomes this request's error; the model keeps serving
-            return error_response(error)
+        image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
+        mask = decode_image(bytes_input(request, "MASK"), "MASK", mode="L")
+        seed = int(optional_scalar(request, "SEED", 0))
+        result, region = self.inpainter(image, mask, seed, request_settings(request, self.settings),
+                                        cancelled=request.is_cancelled)
+        return pb_utils.InferenceResponse([bytes_output("IMAGE", encode_png(result)),
+                                           bytes_output("MASK", encode_png(region))])

@@ -9,11 +9,11 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pipelines.imaging import decode_image, encode_png
-from pipelines.triton_io import bytes_input, bytes_output, error_response, optional_scalar, text_input
+from pipelines.triton_io import PublicModel, bytes_input, bytes_output, optional_scalar, text_input
 from pipelines.triton_pipelines import build_inpainter, build_segmenter, parameters, preset_settings, request_settings
 
 
-class TritonPythonModel:
+class TritonPythonModel(PublicModel):
     def initialize(self, args):
         params = parameters(args)
         self.settings = preset_settings(params)
@@ -22,24 +22,18 @@ class TritonPythonModel:
         self.segmenter = build_segmenter(args)
         self.inpainter = build_inpainter(args)
 
-    def execute(self, requests):
-        return [self.infer(request) for request in requests]
-
     def infer(self, request):
-        try:
-            image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
-            prompt = text_input(request, "PROMPT")
-            seed = int(optional_scalar(request, "SEED", 0))
-            settings = request_settings(request, self.settings)
-            settings.validate()
-            found = self.segmenter(image, prompt, None,
-                                   float(optional_scalar(request, "SCORE_THRESHOLD", self.score_threshold)),
-                                   self.mask_threshold)
-            if len(found.scores) == 0:
-                result, region = image, np.zeros(image.shape[:2], np.uint8)
-            else:
-                result, region = self.inpainter(image, found.union(), seed, settings, cancelled=request.is_cancelled)
-            return pb_utils.InferenceResponse([bytes_output("IMAGE", encode_png(result)),
-                                               bytes_output("MASK", encode_png(region))])
-        except Exception as error:  # every failure becomes this request's error; the model keeps serving
-            return error_response(error)
+        image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
+        prompt = text_input(request, "PROMPT")
+        seed = int(optional_scalar(request, "SEED", 0))
+        settings = request_settings(request, self.settings)
+        settings.validate()
+        found = self.segmenter(image, prompt, None,
+                               float(optional_scalar(request, "SCORE_THRESHOLD", self.score_threshold)),
+                               self.mask_threshold)
+        if len(found.scores) == 0:
+            result, region = image, np.zeros(image.shape[:2], np.uint8)
+        else:
+            result, region = self.inpainter(image, found.union(), seed, settings, cancelled=request.is_cancelled)
+        return pb_utils.InferenceResponse([bytes_output("IMAGE", encode_png(result)),
+                                           bytes_output("MASK", encode_png(region))])

@@ -7,29 +7,23 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pipelines.imaging import decode_image
-from pipelines.triton_io import bytes_input, error_response, optional_scalar, optional_tensor, text_input
+from pipelines.triton_io import PublicModel, bytes_input, optional_scalar, optional_tensor, text_input
 from pipelines.triton_pipelines import build_segmenter, parameters
 
 
-class TritonPythonModel:
+class TritonPythonModel(PublicModel):
     def initialize(self, args):
         params = parameters(args)
         self.score_threshold = float(params["score_threshold"])
         self.mask_threshold = float(params["mask_threshold"])
         self.segmenter = build_segmenter(args)
 
-    def execute(self, requests):
-        return [self.infer(request) for request in requests]
-
     def infer(self, request):
-        try:
-            image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
-            boxes = optional_tensor(request, "BOXES")
-            found = self.segmenter(image, text_input(request, "PROMPT"), boxes,
-                                   float(optional_scalar(request, "SCORE_THRESHOLD", self.score_threshold)),
-                                   self.mask_threshold)
-            return pb_utils.InferenceResponse([pb_utils.Tensor("MASKS", found.masks),
-                                               pb_utils.Tensor("BOXES", found.boxes.astype(np.float32)),
-                                               pb_utils.Tensor("SCORES", found.scores.astype(np.float32))])
-        except Exception as error:  # every failure becomes this request's error; the model keeps serving
-            return error_response(error)
+        image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
+        boxes = optional_tensor(request, "BOXES")
+        found = self.segmenter(image, text_input(request, "PROMPT"), boxes,
+                               float(optional_scalar(request, "SCORE_THRESHOLD", self.score_threshold)),
+                               self.mask_threshold)
+        return pb_utils.InferenceResponse([pb_utils.Tensor("MASKS", found.masks),
+                                           pb_utils.Tensor("BOXES", found.boxes.astype(np.float32)),
+                                           pb_utils.Tensor("SCORES", found.scores.astype(np.float32))])
