@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
-import io
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ from pathlib import Path
 import skimage.data
 from PIL import Image, ImageDraw
 
+from client.demo import png
 from server.launcher import REPO_ROOT, PRESETS, TritonServer
 
 DEFAULT_BINARY = REPO_ROOT / "artifacts" / "perf_analyzer" / "perf_analyzer"
@@ -40,12 +40,6 @@ NEEDS = {"objectclear_inpaint": OBJECTCLEAR, "remove_object": None, "sam3_segmen
 def tensor_bytes(data: bytes) -> dict:
     """One BYTES element for perf_analyzer: base64 of the 4-byte little-endian length followed by the bytes."""
     return {"content": {"b64": base64.b64encode(struct.pack("<I", len(data)) + data).decode()}, "shape": [1]}
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def photo(name: str, max_side: int | None) -> tuple[Image.Image, Image.Image]:

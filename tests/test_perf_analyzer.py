@@ -37,14 +37,14 @@ def test_input_data_is_length_prefixed_base64():
 
 
 def test_short_perf_analyzer_pass_writes_table_and_plot(perf_analyzer, model_repository, tmp_path):
-    code = perf.main(["--model", "objectclear_inpaint", "--presets", "ultra_fast", "--concurrency", "1:2",
+    code = perf.main(["--model", "remove_object", "--presets", "ultra_fast", "--concurrency", "1:2",
                       "--max-side", "256", "--total-requests", "4",  # no stability search: CI shares its CPUs
                       "--perf-analyzer", str(perf_analyzer), "--out", str(tmp_path)])
     assert code == 0
-    with open(tmp_path / "objectclear_inpaint.csv", newline="") as f:
+    with open(tmp_path / "remove_object.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {(r["protocol"], int(r["concurrency"])) for r in rows} == {(p, c) for p in ("http", "grpc") for c in (1, 2)}
     assert all(float(r["throughput"]) > 0 and float(r["avg_ms"]) > 0 for r in rows)
-    table = (tmp_path / "objectclear_inpaint.md").read_text()
+    table = (tmp_path / "remove_object.md").read_text()
     assert table.count("| ultra_fast |") == 4
-    assert (tmp_path / "objectclear_inpaint.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "remove_object.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
