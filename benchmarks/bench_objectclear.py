@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import tritonclient.http as httpclient
 from PIL import Image, ImageDraw
 
 from client.api import Client
+from benchmarks.timing import median_seconds
 from client.demo import demo_inputs, png
 from export.objectclear import export_objectclear
 from export.tiny import BENCH_UNET_CONFIG, build_tiny_objectclear
@@ -58,16 +58,6 @@ def photo_and_mask(name: str) -> tuple[Image.Image, Image.Image]:
     mask = Image.new("L", photo.size, 0)
     ImageDraw.Draw(mask).ellipse((150, 20, 360, 240), fill=255)  # the helmeted head
     return photo, mask
-
-
-def median_seconds(call, repeats: int) -> float:
-    call()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def unet_counts(url: str) -> tuple[int, int]:

@@ -9,28 +9,17 @@ its masks to objectclear_inpaint, and the photo and prompt to remove_object; med
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import skimage.data
 from PIL import Image
 
 from client.api import Client
+from benchmarks.timing import median_seconds
 from client.demo import png
 from server.launcher import PRESETS, TritonServer
 
 PROMPT = "a cup"
-
-
-def median_seconds(call, repeats: int) -> float:
-    call()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def main() -> None:
