@@ -30,13 +30,11 @@ from benchmarks.timing import median_seconds
 from client.demo import demo_inputs, png
 from export.objectclear import export_objectclear
 from export.tiny import BENCH_UNET_CONFIG, build_tiny_objectclear
-from server.launcher import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, TritonServer
+from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, REPO_ROOT, TritonServer, preset_parameters
 
 BENCH = REPO_ROOT / "artifacts" / "bench"
 MODELS = ["objectclear_inpaint", "objectclear_unet", "objectclear_vae_encoder", "objectclear_vae_decoder",
           "objectclear_object_encoder"]
-PRESETS = {"quality": (20, 512, 2.5), "balanced": (8, 384, 2.0), "ultra_fast": (4, 256, 1.5),
-           "low_memory": (6, 320, 1.8)}  # steps, short side, guidance (the configs' values)
 SEED_ESTIMATE = {"quality": "1.0x", "balanced": "2.5-3.0x", "ultra_fast": "4-5x", "low_memory": "2.0-2.5x"}
 
 
@@ -91,7 +89,9 @@ def main() -> None:
     photo, mask = photo_and_mask(args.photo)
     image, mask_png = png(photo), png(mask)
     served, in_process = {}, {}
-    for preset, (steps, short_side, guidance) in PRESETS.items():
+    for preset in PRESETS:
+        params = preset_parameters(preset)
+        steps, short_side, guidance = int(params["steps"]), int(params["short_side"]), float(params["guidance_scale"])
         with TritonServer(repository, preset=preset, models=MODELS) as server, Client(server.http_url) as client:
             served[preset] = median_seconds(lambda: client.inpaint(image, mask_png, seed=0), args.repeats)
         in_process[preset] = median_seconds(

@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from server.launcher import DEFAULT_MODEL_REPOSITORY
+from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, preset_parameters
 
-PRESET_SHORT_SIDE = {"quality": 512, "balanced": 384, "ultra_fast": 256, "low_memory": 320}
 MAX_ASPECT = 2
 MAX_BATCH = 8
 
@@ -76,7 +75,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=["objectclear_unet", "objectclear_vae_encoder", "objectclear_vae_decoder",
                                           "objectclear_object_encoder"])
-    parser.add_argument("--preset", choices=sorted(PRESET_SHORT_SIDE), default="balanced")
+    parser.add_argument("--preset", choices=PRESETS, default="balanced")
     parser.add_argument("--fp32", action="store_true", help="build without fp16 kernels")
     parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
     args = parser.parse_args()
@@ -84,7 +83,7 @@ def main() -> None:
     with np.load(args.repository / "objectclear_inpaint" / "1" / "conditioning.npz") as conditioning:
         hidden, pooled = conditioning["prompt_embeds"].shape[-1], conditioning["pooled_prompt_embeds"].shape[-1]
     folder = args.repository / args.model / "1"
-    profiles = objectclear_profiles(args.model, PRESET_SHORT_SIDE[args.preset], hidden, pooled)
+    profiles = objectclear_profiles(args.model, int(preset_parameters(args.preset)["short_side"]), hidden, pooled)
     print(build_engine(folder / "model.onnx", folder / "model.plan", profiles, fp16=not args.fp32))
 
 

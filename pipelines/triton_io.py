@@ -13,25 +13,27 @@ class ComponentError(RuntimeError):
     pass
 
 
-def bytes_input(request, name: str) -> bytes:
+def _single(request, name: str):
+    """The one element of an input declared with dims [1], or None when the (optional) input is absent."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
-        raise InputError(name, "missing")
+        return None
     values = tensor.as_numpy().reshape(-1)
     if values.size != 1:
         raise InputError(name, f"expected one element, got {values.size}")
-    value = values[0]
+    return values[0]
+
+
+def bytes_input(request, name: str) -> bytes:
+    value = _single(request, name)
+    if value is None:
+        raise InputError(name, "missing")
     return value if isinstance(value, bytes) else str(value).encode()
 
 
 def optional_scalar(request, name: str, default):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        return default
-    values = tensor.as_numpy().reshape(-1)
-    if values.size != 1:
-        raise InputError(name, f"expected one element, got {values.size}")
-    return values[0].item()
+    value = _single(request, name)
+    return default if value is None else value.item()
 
 
 def text_input(request, name: str) -> str:

@@ -25,6 +25,18 @@ DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 PRESETS = ["quality", "balanced", "ultra_fast", "low_memory"]  # configs/<preset>.pbtxt; config.pbtxt is balanced
 
 
+def preset_parameters(preset: str, model: str = "objectclear_inpaint",
+                      repository: Path = DEFAULT_MODEL_REPOSITORY) -> dict[str, str]:
+    """The `parameters` of a model's preset config (steps, short_side, guidance_scale, ...): the configs are the
+    one place preset values live."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    text = (Path(repository) / model / "configs" / f"{preset}.pbtxt").read_text()
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
 class ServerError(RuntimeError):
     pass
 
