@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-EXPORTED := model_repository/objectclear_unet/1/model.onnx model_repository/sam3_detector/1/model.onnx
+EXPORTED := model_repository/objectclear_unet/1/model.onnx model_repository/sam3_detector/1/model.onnx \
+	model_repository/flux_transformer/1/model.onnx model_repository/flux_fill_transformer/1/model.onnx
 
 .PHONY: install export demo test serve clean
 
@@ -19,6 +20,10 @@ model_repository/objectclear_unet/1/model.onnx: $(INSTALLED) export/objectclear.
 	$(PY) -m export objectclear --tiny
 model_repository/sam3_detector/1/model.onnx: $(INSTALLED) export/sam3.py export/onnx_export.py export/tiny.py
 	$(PY) -m export sam3 --tiny
+model_repository/flux_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
+	$(PY) -m export flux-schnell --tiny
+model_repository/flux_fill_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
+	$(PY) -m export flux-fill --tiny
 
 demo: $(EXPORTED)
 	$(PY) -m client.demo
@@ -39,4 +44,5 @@ $(PERF_ANALYZER): scripts/install_perf_analyzer.sh
 	bash scripts/install_perf_analyzer.sh
 
 clean:
-	rm -rf artifacts outputs model_repository/*/1/*.onnx model_repository/*/1/*.onnx.data model_repository/*/1/*.npz model_repository/*/1/processor
+	rm -rf artifacts outputs model_repository/*/1/*.onnx model_repository/*/1/*.onnx.data model_repository/*/1/*.npz \
+		model_repository/*/1/processor model_repository/*/1/pipeline

@@ -1,19 +1,26 @@
-"""python -m export objectclear (--tiny | --source ID_OR_FOLDER) [--repository model_repository]"""
+"""python -m export {objectclear,sam3,flux-schnell,flux-dev,flux-fill} (--tiny | --source ID_OR_FOLDER)
+[--repository model_repository]"""
 from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
+from export.flux import export_flux
 from export.objectclear import export_objectclear
 from export.sam3 import export_sam3
-from export.tiny import TINY_ROOT, build_tiny_objectclear, build_tiny_sam3
+from export.tiny import TINY_ROOT, build_tiny_flux, build_tiny_objectclear, build_tiny_sam3
 from server.launcher import DEFAULT_MODEL_REPOSITORY
 
 PIPELINES = {
     # name: (exporter, tiny-checkpoint builder, Hugging Face id)
     "objectclear": (export_objectclear, build_tiny_objectclear, "jixin0101/ObjectClear"),
     "sam3": (export_sam3, build_tiny_sam3, "facebook/sam3"),
+    # flux_generate serves whichever of schnell/dev was exported last; Fill is the flux_fill_inpaint engine
+    "flux-schnell": (export_flux, partial(build_tiny_flux, variant="schnell"), "black-forest-labs/FLUX.1-schnell"),
+    "flux-dev": (export_flux, partial(build_tiny_flux, variant="dev"), "black-forest-labs/FLUX.1-dev"),
+    "flux-fill": (export_flux, partial(build_tiny_flux, variant="fill"), "black-forest-labs/FLUX.1-Fill-dev"),
 }
 
 
@@ -22,8 +29,9 @@ def resolve_source(source: str) -> Path:
     if Path(source).is_dir():
         return Path(source)
     from huggingface_hub import snapshot_download
+    # skips fp16 duplicates and FLUX's single-file checkpoints (the diffusers subfolders hold the same weights)
     return Path(snapshot_download(source, allow_patterns=["*.json", "*.txt", "*.safetensors"],
-                                  ignore_patterns=["*.fp16.safetensors"]))
+                                  ignore_patterns=["*.fp16.safetensors", "flux1-*.safetensors", "ae.safetensors"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,9 @@ from torch import nn
 from torch.export import Dim
 from transformers import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from export.onnx_export import ComponentSpec, ExportReport, export_component
+from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, export_component, seeded
 from export.postfuse import PostfuseModule
+from export.vae import LATENT_RANGE, vae_specs
 
 PROMPT = "remove the instance of object"
 OBJECT_TOKEN_INDEX = 5  # "object" in "<bos> remove the instance of object <eos>"
@@ -31,8 +32,6 @@ PROBED_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SERVING_MODELS = ["objectclear_inpaint", "remove_object"]  # python-backend models that run the denoising loop
-MAX_BATCH = 32
-LATENT_RANGE = dict(min=8, max=512)  # 64 px .. 4096 px sides
 
 
 @dataclass
@@ -132,27 +131,6 @@ class UNetWithObjectAttention(nn.Module):
         return noise_pred, self._seen["attn"].unflatten(1, (h2, w2)).unsqueeze(1)
 
 
-class VaeEncoderMoments(nn.Module):
-    """Posterior mean and log-variance, unscaled: the pipeline samples with its own seeded generator."""
-
-    def __init__(self, vae: AutoencoderKL):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, image):
-        posterior = self.vae.encode(image).latent_dist
-        return posterior.mean, posterior.logvar
-
-
-class VaeDecoder(nn.Module):
-    def __init__(self, vae: AutoencoderKL):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, latents):
-        return self.vae.decode(latents).sample
-
-
 class ObjectEncoder(nn.Module):
     """CLIP-normalise -> CLIP vision pooled -> visual projection -> postfuse MLP: one prompt-token row.
 
@@ -172,10 +150,6 @@ class ObjectEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 # Declarative descriptions
 # --------------------------------------------------------------------------------------------------------------------
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def component_specs(models: ObjectClearModels) -> list[tuple[ComponentSpec, nn.Module]]:
     unet_cfg = models.unet.config
     cross_dim = unet_cfg.cross_attention_dim
@@ -185,7 +159,7 @@ def component_specs(models: ObjectClearModels) -> list[tuple[ComponentSpec, nn.M
     latent_h, latent_w = Dim("latent_h", **LATENT_RANGE), Dim("latent_w", **LATENT_RANGE)
 
     def unet_inputs(b, h, w, seed=0):
-        g = _seeded(seed)
+        g = seeded(seed)
         sample = torch.randn(b, unet_cfg.in_channels, h, w, generator=g)
         sample[:, latent_channels] = (torch.rand(b, h, w, generator=g) > 0.5).float()  # the latent mask channel
         return (sample, torch.linspace(951.0, 1.0, b), torch.randn(b, 77, cross_dim, generator=g),
@@ -205,40 +179,18 @@ def component_specs(models: ObjectClearModels) -> list[tuple[ComponentSpec, nn.M
         tolerance=1e-4,
         external_data=True,
     )
-    image_h8, image_w8 = Dim("image_h8", **LATENT_RANGE), Dim("image_w8", **LATENT_RANGE)
-    vae_encoder = ComponentSpec(
-        name="objectclear_vae_encoder",
-        input_names=["image"], output_names=["latent_mean", "latent_logvar"],
-        # derived 8*k dims: plain Dims make torch.export fail on a stride guard of the (H/8)(W/8) token count
-        dynamic_shapes={"image": {0: batch, 2: 8 * image_h8, 3: 8 * image_w8}},
-        axis_names={"image": {0: "batch"}},
-        dummy_inputs=lambda: (torch.rand(2, 3, 256, 384, generator=_seeded(0)) * 2 - 1,),
-        check_inputs=lambda: [(torch.rand(1, 3, 304, 464, generator=_seeded(1)) * 2 - 1,),
-                              (torch.rand(1, 3, 688, 512, generator=_seeded(2)) * 2 - 1,)],
-        tolerance=1e-4,
-    )
-    vae_decoder = ComponentSpec(
-        name="objectclear_vae_decoder",
-        input_names=["latents"], output_names=["image"],
-        dynamic_shapes={"latents": {0: batch, 2: latent_h, 3: latent_w}},
-        axis_names={"latents": {0: "batch", 2: "latent_h", 3: "latent_w"}},
-        dummy_inputs=lambda: (torch.randn(2, latent_channels, 32, 48, generator=_seeded(0)),),
-        check_inputs=lambda: [(torch.randn(1, latent_channels, 38, 58, generator=_seeded(1)),),
-                              (torch.randn(1, latent_channels, 64, 86, generator=_seeded(2)),)],
-        tolerance=1e-3,  # fp32 torch itself is ~4e-4 off an fp64 decode at these sizes (objectclear.md 8.3)
-    )
     object_encoder = ComponentSpec(
         name="objectclear_object_encoder",
         input_names=["pixels"], output_names=["object_token"],
         dynamic_shapes={"pixels": {0: batch}},
         axis_names={"pixels": {0: "batch"}},
-        dummy_inputs=lambda: (torch.rand(2, 3, 224, 224, generator=_seeded(0)) * 2 - 1,),
-        check_inputs=lambda: [(torch.rand(1, 3, 224, 224, generator=_seeded(1)) * 2 - 1,),
-                              (torch.rand(3, 3, 224, 224, generator=_seeded(2)) * 2 - 1,)],
+        dummy_inputs=lambda: (torch.rand(2, 3, 224, 224, generator=seeded(0)) * 2 - 1,),
+        check_inputs=lambda: [(torch.rand(1, 3, 224, 224, generator=seeded(1)) * 2 - 1,),
+                              (torch.rand(3, 3, 224, 224, generator=seeded(2)) * 2 - 1,)],
         tolerance=1e-4,
     )
-    return [(unet, UNetWithObjectAttention(models.unet)), (vae_encoder, VaeEncoderMoments(models.vae)),
-            (vae_decoder, VaeDecoder(models.vae)), (object_encoder, ObjectEncoder(models.clip, models.postfuse))]
+    return [(unet, UNetWithObjectAttention(models.unet)), *vae_specs("objectclear", models.vae),
+            (object_encoder, ObjectEncoder(models.clip, models.postfuse))]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ tracer on diffusers' upsample-size guards (reference/objectclear.md 8.5 #3).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -22,7 +23,13 @@ import torch
 from torch import nn
 
 OPSET = 18
+MAX_BATCH = 32  # rows one exported graph takes; Triton's max_batch_size stays at or under it
 Inputs = tuple[torch.Tensor, ...]
+
+
+def seeded(seed: int) -> torch.Generator:
+    """Dummy and check inputs are drawn from fixed seeds, so an export and its parity check are reproducible."""
+    return torch.Generator().manual_seed(seed)
 
 
 class ExportParityError(RuntimeError):
@@ -41,6 +48,8 @@ class ComponentSpec:
     check_inputs: Callable[[], list[Inputs]]  # other shapes, checked in ONNX Runtime against PyTorch
     tolerance: float  # max |ORT - torch| allowed, relative to max(1, max |torch|)
     external_data: bool = False  # graphs over 2 GB must keep their weights beside the .onnx
+    # active while tracing only (the parity check then runs the unpatched module): e.g. float32 RoPE for TensorRT
+    export_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 @dataclass
@@ -63,7 +72,7 @@ def export_component(spec: ComponentSpec, module: nn.Module, path: Path, threads
         stale.unlink(missing_ok=True)
     module = module.eval()
     start = time.perf_counter()
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), spec.export_context():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.export.export(module, spec.dummy_inputs(), dynamic_shapes=spec.dynamic_shapes, strict=False)

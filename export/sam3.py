@@ -29,9 +29,8 @@ from transformers import Sam3Model, Sam3Processor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from export.onnx_export import ComponentSpec, ExportReport, export_component
+from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, export_component, seeded
 
-MAX_BATCH = 32
 TEXT_TOKENS = 32  # Sam3Processor pads every prompt to 32 tokens; the CLIP text model has 32 positions
 MAX_BOXES = 64
 SERVING_MODELS = ["sam3_segment", "remove_object"]  # python-backend models that run the processor
@@ -112,13 +111,9 @@ class Detector(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 # Declarative descriptions
 # --------------------------------------------------------------------------------------------------------------------
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def text_batch(batch: int, tokens: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and a padding mask as the processor makes them: prompt lengths 2..tokens, zeros after."""
-    g = _seeded(seed)
+    g = seeded(seed)
     ids = torch.randint(0, vocab, (batch, tokens), generator=g)
     lengths = torch.randint(2, tokens + 1, (batch,), generator=g)
     mask = (torch.arange(tokens)[None] < lengths[:, None]).long()
@@ -127,7 +122,7 @@ def text_batch(batch: int, tokens: int, vocab: int, seed: int) -> tuple[torch.Te
 
 def box_prompts(batch: int, boxes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised cxcywh boxes with positive and negative labels, the last one padding (-10) from 3 boxes on."""
-    g = _seeded(seed)
+    g = seeded(seed)
     centre = torch.rand(batch, boxes, 2, generator=g) * 0.6 + 0.2
     size = torch.rand(batch, boxes, 2, generator=g) * 0.3 + 0.05
     labels = torch.randint(0, 2, (batch, boxes), generator=g)
@@ -147,7 +142,7 @@ def component_specs(model: Sam3Model, boxes: bool = True) -> list[tuple[Componen
     num_boxes = Dim("num_boxes", min=1, max=MAX_BOXES)
 
     def pixels(b, seed):
-        return (torch.rand(b, 3, size, size, generator=_seeded(seed)) * 2 - 1,)
+        return (torch.rand(b, 3, size, size, generator=seeded(seed)) * 2 - 1,)
 
     image_encoder = ComponentSpec(
         name="sam3_image_encoder",
@@ -171,7 +166,7 @@ def component_specs(model: Sam3Model, boxes: bool = True) -> list[tuple[Componen
     )
 
     def detector_inputs(b, t, seed, n=0):
-        g = _seeded(seed)
+        g = seeded(seed)
         features = tuple(torch.randn(b, width, s, s, generator=g) for s in (4 * grid, 2 * grid, grid))
         pos2 = torch.randn(b, width, grid, grid, generator=g)
         text = torch.randn(b, t, width, generator=g)

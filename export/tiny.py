@@ -183,3 +183,69 @@ def build_tiny_sam3(folder: Path, seed: int = 0) -> Path:
                                          mask_size={"height": 4 * grid, "width": 4 * grid})
     Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+# FLUX.1: diffusers' own test sizes (tests/pipelines/flux/test_pipeline_flux.py) for the transformer and CLIP, a
+# written-out tiny T5 v1.1 (gated-gelu) and a "Flux-style" VAE with the real 16 latent channels and 8x scale, so
+# packing sees the real 64 (Fill: 384) channels (reference/flux.md 2.1). Every variant gets the same text encoders,
+# tokenizers and VAE (same seeds), as the real FLUX.1 family shares them.
+FLUX_WIDTH = 32  # joint_attention_dim = CLIP hidden = pooled_projection_dim = T5 d_model (real 4096 / 768)
+FLUX_TRANSFORMER = dict(patch_size=1, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                        joint_attention_dim=FLUX_WIDTH, pooled_projection_dim=FLUX_WIDTH, axes_dims_rope=[4, 4, 8])
+FLUX_VARIANTS = {  # variant: (in_channels, guidance_embeds, FlowMatchEulerDiscreteScheduler shift options)
+    "schnell": (64, False, dict(shift=1.0, use_dynamic_shifting=False)),
+    "dev": (64, True, dict(shift=3.0, use_dynamic_shifting=True)),
+    "fill": (384, True, dict(shift=3.0, use_dynamic_shifting=True)),  # 64 noisy + 64 masked-image + 256 mask
+}
+FLUX_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
+                latent_channels=16, norm_num_groups=8, sample_size=64, use_quant_conv=False,
+                use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
+FLUX_WORDS = "a photo of cat dog holding sign that says hello world on the moon empty background".split()
+
+
+def save_tiny_t5_tokenizer(folder: Path, words: list[str]):
+    """A real (Unigram) T5Tokenizer: whole-word pieces for `words`, single letters and digits for anything else."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + w, -1.0) for w in words]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"]
+    tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
+    tokenizer.save_pretrained(str(folder))
+    return tokenizer
+
+
+def build_tiny_flux(folder: Path, variant: str = "schnell", seed: int = 0) -> Path:
+    """Write a complete tiny FluxPipeline ("schnell", "dev") or FluxFillPipeline ("fill") folder with
+    `save_pretrained`, loadable by diffusers' `from_pretrained` like black-forest-labs/FLUX.1-*."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    in_channels, guidance_embeds, shift = FLUX_VARIANTS[variant]
+    folder = Path(folder)
+    tokenizer = save_tiny_clip_tokenizer(folder / "tokenizer", FLUX_WORDS, "<|endoftext|>")
+    tokenizer_2 = save_tiny_t5_tokenizer(folder / "tokenizer_2", FLUX_WORDS)
+    clip_ids = dict(vocab_size=len(tokenizer), bos_token_id=len(tokenizer) - 2, eos_token_id=len(tokenizer) - 1,
+                    pad_token_id=len(tokenizer) - 1)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**clip_ids, hidden_size=FLUX_WIDTH, intermediate_size=37,
+                                                num_hidden_layers=2, num_attention_heads=4, projection_dim=FLUX_WIDTH,
+                                                hidden_act="gelu"))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=FLUX_WIDTH, d_ff=37, d_kv=8,
+                                             num_heads=4, num_layers=2, relative_attention_num_buckets=8,
+                                             feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+                                             use_cache=False, dropout_rate=0.0))
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKL(**FLUX_VAE)
+    torch.manual_seed(seed + 3)
+    transformer = FluxTransformer2DModel(in_channels=in_channels, out_channels=64, guidance_embeds=guidance_embeds,
+                                         **FLUX_TRANSFORMER)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096, **shift)
+    pipeline_class = FluxFillPipeline if variant == "fill" else FluxPipeline
+    pipeline_class(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                   text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer
+                   ).save_pretrained(str(folder))
+    return folder

@@ -44,6 +44,10 @@ def text_input(request, name: str) -> str:
         raise InputError(name, "not UTF-8 text") from None
 
 
+def optional_text(request, name: str, default: str) -> str:
+    return default if pb_utils.get_input_tensor_by_name(request, name) is None else text_input(request, name)
+
+
 def optional_tensor(request, name: str) -> np.ndarray | None:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else tensor.as_numpy()
@@ -112,3 +116,14 @@ class BlsComponent:
         if response.has_error():
             raise ComponentError(f"{self.model_name}: {response.error().message()}")
         return {name: from_triton(pb_utils.get_output_tensor_by_name(response, name)) for name in self.output_names}
+
+
+def forward(model_name: str, request, inputs: list, passed_through: list[str], output_names: list[str]):
+    """Another public model's response to `inputs` plus whichever of `passed_through` this request carries; its
+    error, with its code (INVALID_ARG stays INVALID_ARG), becomes this request's."""
+    carried = [pb_utils.get_input_tensor_by_name(request, name) for name in passed_through]
+    response = pb_utils.InferenceRequest(model_name=model_name, requested_output_names=output_names,
+                                         inputs=inputs + [t for t in carried if t is not None]).exec()
+    if response.has_error():
+        return pb_utils.InferenceResponse(error=response.error())
+    return pb_utils.InferenceResponse([pb_utils.get_output_tensor_by_name(response, n) for n in output_names])

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from transformers import Sam3Processor
 
-from pipelines import objectclear, sam3
-from pipelines.triton_io import BlsComponent, config_parameters, optional_scalar
+from pipelines import flux, objectclear, sam3
+from pipelines.imaging import InputError
+from pipelines.triton_io import BlsComponent, config_parameters, forward, optional_scalar, optional_text
 
 OBJECTCLEAR_OUTPUTS = {"unet": ["noise_pred", "obj_attn"], "vae_encoder": ["latent_mean", "latent_logvar"],
                        "vae_decoder": ["image"], "object_encoder": ["object_token"]}
@@ -36,6 +37,11 @@ def build_segmenter(args) -> sam3.Sam3Segmenter:
     return sam3.Sam3Segmenter(components, Sam3Processor.from_pretrained(version_dir(args) / "processor"))
 
 
+def build_flux(args, pipeline_class: type[flux.FluxBase], models: dict[str, str]) -> flux.FluxBase:
+    components = {role: BlsComponent(model, flux.COMPONENT_OUTPUTS[role]) for role, model in models.items()}
+    return pipeline_class(components, flux.FluxConfig.load(version_dir(args) / "pipeline"))
+
+
 def preset_settings(params: dict[str, str]) -> objectclear.Settings:
     return objectclear.Settings(steps=int(params["steps"]), guidance_scale=float(params["guidance_scale"]),
                                 short_side=int(params["short_side"]))
@@ -45,3 +51,46 @@ def request_settings(request, preset: objectclear.Settings) -> objectclear.Setti
     """The preset's values, overridden by the request's optional STEPS / GUIDANCE_SCALE inputs."""
     return replace(preset, steps=int(optional_scalar(request, "STEPS", preset.steps)),
                    guidance_scale=float(optional_scalar(request, "GUIDANCE_SCALE", preset.guidance_scale)))
+
+
+def generate_preset(params: dict[str, str]) -> flux.GenerateSettings:
+    return flux.GenerateSettings(width=int(params["width"]), height=int(params["height"]), steps=int(params["steps"]),
+                                 guidance_scale=float(params["guidance_scale"]))
+
+
+def request_generate_settings(request, preset: flux.GenerateSettings) -> flux.GenerateSettings:
+    """The preset's values, overridden by the request's optional WIDTH / HEIGHT / STEPS / GUIDANCE_SCALE."""
+    return replace(preset, width=int(optional_scalar(request, "WIDTH", preset.width)),
+                   height=int(optional_scalar(request, "HEIGHT", preset.height)),
+                   steps=int(optional_scalar(request, "STEPS", preset.steps)),
+                   guidance_scale=float(optional_scalar(request, "GUIDANCE_SCALE", preset.guidance_scale)))
+
+
+def fill_preset(params: dict[str, str]) -> flux.FillSettings:
+    return flux.FillSettings(pixels=int(params["pixels"]), steps=int(params["steps"]),
+                             guidance_scale=float(params["guidance_scale"]), prompt=params["prompt"])
+
+
+def request_fill_settings(request, preset: flux.FillSettings) -> flux.FillSettings:
+    """The preset's values, overridden by the request's optional STEPS / GUIDANCE_SCALE / PROMPT."""
+    return replace(preset, steps=int(optional_scalar(request, "STEPS", preset.steps)),
+                   guidance_scale=float(optional_scalar(request, "GUIDANCE_SCALE", preset.guidance_scale)),
+                   prompt=optional_text(request, "PROMPT", preset.prompt))
+
+
+# inpainting engines of objectclear_inpaint and remove_object: this process's ObjectClear, or the Fill model via BLS
+ENGINES = {"objectclear": None, "flux_fill": "flux_fill_inpaint"}
+FORWARDED_INPUTS = ["SEED", "STEPS", "GUIDANCE_SCALE"]
+
+
+def request_engine(request, default: str) -> str:
+    engine = optional_text(request, "ENGINE", default)
+    if engine not in ENGINES:
+        raise InputError("ENGINE", f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return engine
+
+
+def inpaint_elsewhere(engine: str, request, image, mask):
+    """The response of the engine's own model for this image and mask (Triton tensors), with the request's seed
+    and step/guidance overrides."""
+    return forward(ENGINES[engine], request, [image, mask], FORWARDED_INPUTS, ["IMAGE", "MASK"])

@@ -1,6 +1,7 @@
-"""remove_object: IMAGE + PROMPT (+ SEED, STEPS, GUIDANCE_SCALE, SCORE_THRESHOLD) -> IMAGE, MASK.
+"""remove_object: IMAGE + PROMPT (+ SEED, STEPS, GUIDANCE_SCALE, SCORE_THRESHOLD, ENGINE) -> IMAGE, MASK.
 
-SAM 3 finds every instance of the prompt, their union is the mask, ObjectClear removes it. Both pipelines run in
+SAM 3 finds every instance of the prompt, their union is the mask, ObjectClear (or, with ENGINE "flux_fill", the
+flux_fill_inpaint model) removes it. Both pipelines run in
 this process on the decoded image (decoded once, no PNG between the steps) and call their networks through BLS,
 so tensors between networks stay raw (and on the GPU where the networks run there). A prompt that matches
 nothing returns the input image and an empty mask without running the diffusion loop.
@@ -10,7 +11,8 @@ import triton_python_backend_utils as pb_utils
 
 from pipelines.imaging import decode_image, encode_png
 from pipelines.triton_io import PublicModel, bytes_input, bytes_output, optional_scalar, text_input
-from pipelines.triton_pipelines import build_inpainter, build_segmenter, parameters, preset_settings, request_settings
+from pipelines.triton_pipelines import (build_inpainter, build_segmenter, inpaint_elsewhere, parameters, preset_settings,
+                                        request_engine, request_settings)
 
 
 class TritonPythonModel(PublicModel):
@@ -19,6 +21,7 @@ class TritonPythonModel(PublicModel):
         self.settings = preset_settings(params)
         self.score_threshold = float(params["score_threshold"])
         self.mask_threshold = float(params["mask_threshold"])
+        self.engine = params["engine"]
         self.segmenter = build_segmenter(args)
         self.inpainter = build_inpainter(args)
 
@@ -27,12 +30,17 @@ class TritonPythonModel(PublicModel):
         prompt = text_input(request, "PROMPT")
         seed = int(optional_scalar(request, "SEED", 0))
         settings = request_settings(request, self.settings)
-        settings.validate()
+        engine = request_engine(request, self.engine)
+        if engine == "objectclear":
+            settings.validate()
         found = self.segmenter(image, prompt, None,
                                float(optional_scalar(request, "SCORE_THRESHOLD", self.score_threshold)),
                                self.mask_threshold)
         if len(found.scores) == 0:
             result, region = image, np.zeros(image.shape[:2], np.uint8)
+        elif engine != "objectclear":
+            return inpaint_elsewhere(engine, request, pb_utils.get_input_tensor_by_name(request, "IMAGE"),
+                                     bytes_output("MASK", encode_png(found.union())))
         else:
             result, region = self.inpainter(image, found.union(), seed, settings, cancelled=request.is_cancelled)
         return pb_utils.InferenceResponse([bytes_output("IMAGE", encode_png(result)),
