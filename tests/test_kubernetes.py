@@ -1,0 +1,329 @@
+"""The Kubernetes deployment (deploy/kubernetes): a kustomize base and one overlay per preset.
+
+kustomize/kubectl are not installed here, so every manifest is parsed with PyYAML and `kubectl apply -k` is
+emulated as far as these manifests use it: `resources` (files and folders), `patches` given by `path`
+(strategic merge, matched to the base object by kind and name; lists of named items merged by name, a null deletes),
+`images`, and Kubernetes' own $(VAR) substitution in container args. No cluster, no server: checks that could fail.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, REPO_ROOT
+
+K8S = REPO_ROOT / "deploy" / "kubernetes"
+BASE = K8S / "base"
+OVERLAYS = K8S / "overlays"
+TRITON_HEALTH = {"live": "/v2/health/live", "ready": "/v2/health/ready"}  # KServe v2 protocol, what Triton serves
+TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # tritonserver's defaults
+
+
+def load_docs(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def key(obj: dict) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def merge(base, patch):
+    """Strategic merge as these patches use it: maps merge, a null deletes, lists of named items merge by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and all(
+            isinstance(item, dict) and "name" in item for item in base + patch):
+        out = [copy.deepcopy(item) for item in base]
+        index = {item["name"]: i for i, item in enumerate(out)}
+        for item in patch:
+            if item["name"] in index:
+                out[index[item["name"]]] = merge(out[index[item["name"]]], item)
+            else:
+                out.append(copy.deepcopy(item))
+        return out
+    return copy.deepcopy(patch)
+
+
+def pod_specs(obj: dict) -> list[dict]:
+    return [obj["spec"]["template"]["spec"]] if obj["kind"] in ("Deployment", "Job") else []
+
+
+def containers(obj: dict) -> list[dict]:
+    return [c for spec in pod_specs(obj) for c in spec.get("initContainers", []) + spec["containers"]]
+
+
+def kustomize(folder: Path) -> dict[tuple[str, str], dict]:
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    objects: dict[tuple[str, str], dict] = {}
+    for resource in kustomization.get("resources", []):
+        path = folder / resource
+        found = kustomize(path) if path.is_dir() else {key(doc): doc for doc in load_docs(path)}
+        assert not set(found) & set(objects), f"{folder}: {resource} defines objects twice"
+        objects.update(found)
+    for patch in kustomization.get("patches", []):
+        assert set(patch) == {"path"}, f"{folder}: only path patches are emulated here: {patch}"
+        for doc in load_docs(folder / patch["path"]):
+            assert key(doc) in objects, f"{folder}/{patch['path']} patches {key(doc)}, which the base does not define"
+            assert doc["apiVersion"] == objects[key(doc)]["apiVersion"], f"{folder}/{patch['path']}"
+            objects[key(doc)] = merge(objects[key(doc)], doc)
+    for image in kustomization.get("images", []):
+        for obj in objects.values():
+            for container in containers(obj):
+                if container["image"].split(":")[0] == image["name"]:
+                    container["image"] = f"{image.get('newName', image['name'])}:{image.get('newTag', 'latest')}"
+    return objects
+
+
+def only(objects: dict, kind: str) -> dict:
+    found = [obj for (k, _), obj in objects.items() if k == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def server(objects: dict) -> dict:
+    (container,) = [c for c in only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == "tritonserver"]
+    return container
+
+
+def effective_args(container: dict) -> list[str]:
+    """The args as the kubelet passes them: $(VAR) replaced by the container's env value (literal env only)."""
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), arg) for arg in container["args"]]
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    return [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{flag}=")]
+
+
+def shell_script(container: dict) -> str:
+    assert container["command"][:2] == ["/bin/sh", "-c"], container["name"]
+    return container["args"][0]
+
+
+BASE_OBJECTS = kustomize(BASE)
+OVERLAY_OBJECTS = {p.name: kustomize(p) for p in sorted(OVERLAYS.iterdir()) if (p / "kustomization.yaml").exists()}
+REPOSITORY_MODELS = sorted(p.parent.name for p in DEFAULT_MODEL_REPOSITORY.glob("*/config.pbtxt"))
+
+
+def test_every_manifest_parses_and_every_base_file_is_used_or_documented():
+    for path in sorted(K8S.rglob("*.yaml")):
+        for doc in load_docs(path):
+            assert {"apiVersion", "kind"} <= set(doc), path
+            assert doc["kind"] == "Kustomization" or doc["metadata"]["name"], path
+    kustomization_text = (BASE / "kustomization.yaml").read_text()
+    listed = set(yaml.safe_load(kustomization_text)["resources"])
+    for path in sorted(BASE.glob("*.yaml")):
+        if path.name != "kustomization.yaml" and path.name not in listed:  # optional: must be named, commented out
+            assert re.search(rf"#\s*-\s*{re.escape(path.name)}", kustomization_text), f"{path.name} is orphaned"
+
+
+def test_an_overlay_for_each_launcher_preset():
+    assert sorted(OVERLAY_OBJECTS) == sorted(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_overlay_selects_exactly_its_preset(preset):
+    args = effective_args(server(OVERLAY_OBJECTS[preset]))
+    assert flag_values(args, "--model-config-name") == [preset]
+    assert not any("$(" in arg for arg in args), "an unresolved $(VAR) would reach tritonserver literally"
+    # a name no model has a configs/<preset>.pbtxt for would silently serve config.pbtxt everywhere
+    assert list(DEFAULT_MODEL_REPOSITORY.glob(f"*/configs/{preset}.pbtxt")), preset
+
+
+def normalized(objects: dict) -> dict:
+    """The objects without what an overlay may change: the PRESET value, container resources, shm size."""
+    out = copy.deepcopy(objects)
+    for obj in out.values():
+        for container in containers(obj):
+            container.pop("resources", None)
+            for env in container.get("env", []):
+                if env["name"] == "PRESET":
+                    env["value"] = "<preset>"
+        for spec in pod_specs(obj):
+            for volume in spec.get("volumes", []):
+                volume.get("emptyDir", {}).pop("sizeLimit", None)
+    return out
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_overlay_changes_nothing_but_preset_and_resources(preset):
+    assert normalized(OVERLAY_OBJECTS[preset]) == normalized(BASE_OBJECTS)
+
+
+def test_load_list_is_exactly_the_model_repository():
+    args = effective_args(server(BASE_OBJECTS))
+    assert flag_values(args, "--model-control-mode") == ["explicit"]
+    loaded = flag_values(args, "--load-model")
+    assert len(loaded) == len(set(loaded)), "a model is loaded twice"
+    missing = sorted(set(REPOSITORY_MODELS) - set(loaded))
+    assert not missing, ("model_repository/ has models the Deployment does not load; add to the tritonserver args "
+                         "in deploy/kubernetes/base/deployment.yaml:\n" + "\n".join(f"- --load-model={m}" for m in missing))
+    assert not set(loaded) - set(REPOSITORY_MODELS), "--load-model names a model model_repository/ does not have"
+
+
+MODEL_NAME_CONSTANT = re.compile(r"[A-Z0-9_]*_MODELS?")  # COMPONENT_MODELS, GENERATE_MODELS, FILL_MODEL, ...
+
+
+def bls_callees() -> dict[str, set[str]]:
+    """{pipelines/<module>.py: the Triton models it names to call through BLS}, read from the module-level constants
+    that name them (dicts role -> model, or one model name): literals as written, others (`dict(GENERATE_MODELS,
+    ...)`) from the imported module. Modules importable only inside the stub keep to literals."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO_ROOT / "pipelines").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            names = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            if not any(MODEL_NAME_CONSTANT.fullmatch(name) for name in names):
+                continue
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = getattr(importlib.import_module(f"pipelines.{path.stem}"), names[0])
+            models = {value} if isinstance(value, str) else set(value.values())
+            assert all(isinstance(m, str) for m in models), f"{path.name}: {names[0]}"
+            found.setdefault(path.stem, set()).update(models)
+    return found
+
+
+def test_every_bls_callee_is_loaded():
+    callees = bls_callees()
+    assert {"objectclear", "sam3"} <= set(callees), "COMPONENT_MODELS moved? this test would check nothing"
+    loaded = set(flag_values(effective_args(server(BASE_OBJECTS)), "--load-model"))
+    for module, models in callees.items():
+        assert models <= set(REPOSITORY_MODELS), f"pipelines/{module}.py calls models model_repository/ lacks"
+        assert models <= loaded, f"explicit control would leave {sorted(models - loaded)} (pipelines/{module}.py) unloaded"
+
+
+def test_export_job_exports_every_pipeline_into_the_served_repository():
+    from export.__main__ import PIPELINES
+
+    job = only(BASE_OBJECTS, "Job")
+    (export,) = job["spec"]["template"]["spec"]["containers"]
+    script = shell_script(export)
+    command = r"^\s*(#\s*)?python3? -m export ([\w-]+) --source (\S+) --repository \"\$REPO\"$"
+    exports = re.findall(command, script, re.M)
+    # every exporter pipeline is either run or shown as the commented alternative (flux-dev vs flux-schnell): a
+    # pipeline added to `python -m export` makes this fail until someone decides
+    assert sorted(name for _, name, _ in exports) == sorted(PIPELINES), "each exporter pipeline once, run or not"
+    assert {name: source for _, name, source in exports} == {name: spec[2] for name, spec in PIPELINES.items()}
+    assert {name for commented, name, _ in exports if not commented} >= {"objectclear", "sam3"}
+
+    # the Job writes <its mount>/model_repository; the server mounts that subPath at --model-repository
+    (repo,) = re.findall(r"^\s*REPO=(\S+)$", script, re.M)
+    (job_mount,) = export["volumeMounts"]
+    container = server(BASE_OBJECTS)
+    (models_mount,) = [m for m in container["volumeMounts"] if m["name"] == job_mount["name"]]
+    assert repo == f"{job_mount['mountPath']}/{models_mount['subPath']}"
+    assert flag_values(effective_args(container), "--model-repository") == [models_mount["mountPath"]]
+    assert models_mount.get("readOnly") is True
+
+    # the server waits for the very marker the Job writes last
+    (wait,) = only(BASE_OBJECTS, "Deployment")["spec"]["template"]["spec"]["initContainers"]
+    (marker,) = re.findall(r"until \[ -f (\S+) \]", shell_script(wait))
+    assert script.rstrip().splitlines()[-1].endswith(f"> {marker}")
+    assert {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for e in export["env"]}["HF_TOKEN"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_probes_hit_triton_health_endpoints(preset):
+    container = server(OVERLAY_OBJECTS[preset])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    expected = {"startupProbe": "ready", "readinessProbe": "ready", "livenessProbe": "live"}
+    for probe, endpoint in expected.items():
+        get = container[probe]["httpGet"]
+        assert get["path"] == TRITON_HEALTH[endpoint], probe
+        assert ports.get(get["port"], get["port"]) == TRITON_PORTS["http"], probe
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "loading takes minutes"
+    args = effective_args(container)
+    assert flag_values(args, "--strict-readiness") in ([], ["true"]), "ready must mean every model is loaded"
+    grace = only(OVERLAY_OBJECTS[preset], "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert int(flag_values(args, "--exit-timeout-secs")[0]) < grace, "in-flight requests get killed on rollout"
+
+
+def test_service_ports_match_container_ports_and_select_only_servers():
+    container = server(BASE_OBJECTS)
+    args = effective_args(container)
+    for name in TRITON_PORTS:  # the ports are Triton's defaults unless the args move them
+        assert flag_values(args, f"--{name}-port") in ([], [str(TRITON_PORTS[name])])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == TRITON_PORTS
+    service = only(BASE_OBJECTS, "Service")
+    assert service["spec"]["type"] == "ClusterIP"
+    for port in service["spec"]["ports"]:
+        target = port["targetPort"]
+        assert ports.get(target, target) == port["port"] == TRITON_PORTS[port["name"]], port
+    assert {p["name"] for p in service["spec"]["ports"]} == set(TRITON_PORTS)
+
+    selector = service["spec"]["selector"]
+    deployment = only(BASE_OBJECTS, "Deployment")
+    assert deployment["spec"]["selector"]["matchLabels"] == selector
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    job_labels = only(BASE_OBJECTS, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= job_labels.items(), "the Service would send requests to the export Job"
+    pdb = only(BASE_OBJECTS, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+
+
+def test_references_resolve():
+    deployment = only(BASE_OBJECTS, "Deployment")
+    hpa = only(BASE_OBJECTS, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"]) == key(deployment)
+    assert "replicas" not in deployment["spec"], "kubectl apply would reset the HPA's replica count"
+    assert {m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"} <= {
+        r for r in server(BASE_OBJECTS)["resources"]["requests"]}, "HPA utilization needs a request"
+    for obj in BASE_OBJECTS.values():
+        for spec in pod_specs(obj):
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                assert {m["name"] for m in container.get("volumeMounts", [])} <= set(volumes), container["name"]
+            for volume in volumes.values():
+                if "persistentVolumeClaim" in volume:
+                    assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in BASE_OBJECTS
+
+    monitor = load_docs(BASE / "servicemonitor.yaml")[0]
+    service = only(BASE_OBJECTS, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
+
+
+def gibibytes(quantity: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(Gi|Mi)?", str(quantity)).groups()
+    return float(number) / (1024 if unit == "Mi" else 1)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_one_gpu_and_sane_memory(preset):
+    resources = server(OVERLAY_OBJECTS[preset])["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in resources["requests"] or resources["requests"]["nvidia.com/gpu"] == 1
+    assert gibibytes(resources["requests"]["memory"]) <= gibibytes(resources["limits"]["memory"])
+    shm = [v for v in only(OVERLAY_OBJECTS[preset], "Deployment")["spec"]["template"]["spec"]["volumes"]
+           if v["name"] == "dshm"][0]["emptyDir"]
+    assert shm["medium"] == "Memory" and gibibytes(shm["sizeLimit"]) < gibibytes(resources["limits"]["memory"])
+    if preset == "low_memory":
+        base = server(BASE_OBJECTS)["resources"]
+        assert gibibytes(resources["limits"]["memory"]) < gibibytes(base["limits"]["memory"])
+        assert gibibytes(resources["requests"]["memory"]) < gibibytes(base["requests"]["memory"])
+
+
+def test_every_container_runs_the_project_image_on_a_triton_with_config_variants():
+    images = {c["image"] for obj in BASE_OBJECTS.values() for c in containers(obj)}
+    (retag,) = yaml.safe_load((BASE / "kustomization.yaml").read_text())["images"]
+    assert images == {f"{retag['newName']}:{retag['newTag']}"}, "one `images:` entry must retag every container"
+    # --model-config-name needs Triton >= 2.47 = NGC 24.06
+    dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
+    year, month = map(int, re.search(r"tritonserver:(\d\d)\.(\d\d)-py3", dockerfile).groups())
+    assert (year, month) >= (24, 6)
