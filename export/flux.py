@@ -142,7 +142,7 @@ def transformer_spec(name: str, transformer: nn.Module) -> tuple[ComponentSpec, 
 
 
 def export_flux(source: Path, repository: Path) -> list[ExportReport]:
-    pipeline = DiffusionPipeline.from_pretrained(source, torch_dtype=torch.float32)
+    pipeline = DiffusionPipeline.from_pretrained(source, dtype=torch.float32)
     fill = pipeline.transformer.config.in_channels != 4 * pipeline.vae.config.latent_channels
     encoder, decoder = vae_specs("flux", pipeline.vae)
     specs = [*text_encoder_specs(pipeline), decoder,

@@ -47,7 +47,7 @@ class ObjectClearModels:
 
 def load_objectclear(folder: Path) -> ObjectClearModels:
     folder = Path(folder)
-    fp32 = dict(torch_dtype=torch.float32)
+    fp32 = dict(dtype=torch.float32)
     return ObjectClearModels(
         unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **fp32).eval(),
         vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", **fp32).eval(),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,6 +18,12 @@ class InputError(ValueError):
     def __init__(self, input_name: str, problem: str):
         super().__init__(f"input '{input_name}': {problem}")
         self.input_name = input_name
+
+    @classmethod
+    def parse(cls, message: str) -> "InputError | None":
+        """The InputError whose str() is `message`, if it is one."""
+        match = re.fullmatch(r"input '([^']+)': (.*)", message, flags=re.DOTALL)
+        return cls(match.group(1), match.group(2)) if match else None
 
 
 def decode_image(data: bytes, input_name: str, mode: str = "RGB", max_pixels: int = MAX_PIXELS) -> np.ndarray:

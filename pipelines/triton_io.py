@@ -120,10 +120,12 @@ class BlsComponent:
 
 def forward(model_name: str, request, inputs: list, passed_through: list[str], output_names: list[str]):
     """Another public model's response to `inputs` plus whichever of `passed_through` this request carries; its
-    error, with its code (INVALID_ARG stays INVALID_ARG), becomes this request's."""
+    error becomes this request's, bad input staying INVALID_ARG."""
     carried = [pb_utils.get_input_tensor_by_name(request, name) for name in passed_through]
     response = pb_utils.InferenceRequest(model_name=model_name, requested_output_names=output_names,
                                          inputs=inputs + [t for t in carried if t is not None]).exec()
     if response.has_error():
-        return pb_utils.InferenceResponse(error=response.error())
+        # Triton 2.51's BLS hands back every callee error as INTERNAL, so bad input is recognised by its message
+        message = response.error().message()
+        raise InputError.parse(message) or ComponentError(f"{model_name}: {message}")
     return pb_utils.InferenceResponse([pb_utils.get_output_tensor_by_name(response, n) for n in output_names])

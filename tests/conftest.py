@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageDraw
 
-from export.tiny import TINY_ROOT, build_tiny_objectclear, build_tiny_sam3
+from export.tiny import FLUX_VARIANTS, TINY_ROOT, build_tiny_flux, build_tiny_objectclear, build_tiny_sam3
 from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
 
@@ -30,7 +31,17 @@ def sam3_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_repository(objectclear_checkpoint, sam3_checkpoint) -> Path:
+def flux_checkpoints() -> dict[str, Path]:
+    """variant -> tiny diffusers pipeline folder (FluxPipeline for schnell/dev, FluxFillPipeline for fill)."""
+    folders = {variant: TINY_ROOT / f"flux-{variant}" for variant in FLUX_VARIANTS}
+    for variant, folder in folders.items():
+        if not (folder / "model_index.json").exists():
+            build_tiny_flux(folder, variant)
+    return folders
+
+
+@pytest.fixture(scope="session")
+def model_repository(objectclear_checkpoint, sam3_checkpoint, flux_checkpoints) -> Path:
     """The project's model repository with the tiny models exported (`make export` normally did this already)."""
     if not (DEFAULT_MODEL_REPOSITORY / "remove_object" / "1" / "conditioning.npz").exists():
         from export.objectclear import export_objectclear
@@ -38,13 +49,48 @@ def model_repository(objectclear_checkpoint, sam3_checkpoint) -> Path:
     if not (DEFAULT_MODEL_REPOSITORY / "remove_object" / "1" / "processor").exists():
         from export.sam3 import export_sam3
         export_sam3(sam3_checkpoint, DEFAULT_MODEL_REPOSITORY)
+    for variant, model in (("schnell", "flux_generate"), ("fill", "flux_fill_inpaint")):
+        if not (DEFAULT_MODEL_REPOSITORY / model / "1" / "pipeline").exists():
+            from export.flux import export_flux
+            export_flux(flux_checkpoints[variant], DEFAULT_MODEL_REPOSITORY)
     return DEFAULT_MODEL_REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def flux_dev_repository(tmp_path_factory, flux_checkpoints):
+    """A model repository holding only flux_generate and its networks, exported from the tiny FLUX.1-dev
+    (the project's own repository serves schnell): (repository, export reports)."""
+    from export.flux import export_flux
+    from pipelines.flux import GENERATE_MODELS
+
+    repository = tmp_path_factory.mktemp("flux-dev-repository")
+    for model in ["flux_generate", *GENERATE_MODELS.values()]:
+        shutil.copytree(DEFAULT_MODEL_REPOSITORY / model, repository / model,
+                        ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data", "pipeline", "__pycache__"))
+    return repository, export_flux(flux_checkpoints["dev"], repository)
 
 
 def png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def call(module, url: str, model: str, outputs: list[str], **tensors) -> list[np.ndarray]:
+    """One inference with the real tritonclient (module: tritonclient.http or .grpc).
+    tensors: name -> (numpy array, Triton datatype)."""
+    inputs = []
+    for name, (value, datatype) in tensors.items():
+        tensor = module.InferInput(name, list(value.shape), datatype)
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    with module.InferenceServerClient(url) as client:  # an open connection would hold up the server's exit
+        result = client.infer(model, inputs)
+    return [result.as_numpy(name) for name in outputs]
+
+
+def as_bytes(data: bytes | str):
+    return np.array([data.encode() if isinstance(data, str) else data], dtype=object), "BYTES"
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -10,21 +10,10 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from conftest import png
+from conftest import as_bytes, call, png
 
 pytestmark = pytest.mark.server
 INVALID = {httpclient: "400", grpcclient: "StatusCode.INVALID_ARGUMENT"}
-
-
-def request(module, url, model="objectclear_inpaint", **tensors):
-    """tensors: name -> (numpy array, Triton datatype)"""
-    inputs = []
-    for name, (value, datatype) in tensors.items():
-        tensor = module.InferInput(name, list(value.shape), datatype)
-        tensor.set_data_from_numpy(value)
-        inputs.append(tensor)
-    with module.InferenceServerClient(url) as client:  # an open connection would hold up the server's exit
-        return client.infer(model, inputs)
 
 
 def url(server, module):
@@ -37,10 +26,6 @@ def small_inputs(size=(96, 64)):
     mask = np.zeros((size[1], size[0]), np.uint8)
     mask[16:48, 32:64] = 255
     return image, mask
-
-
-def as_bytes(data: bytes):
-    return np.array([data], dtype=object), "BYTES"
 
 
 @pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
@@ -76,7 +61,7 @@ def test_bad_input_is_invalid_arg_naming_the_input(default_server, module, case,
         Image.new("L", (4100, 4100)).save(buffer, format="PNG")  # compresses to a few kB
         tensors["IMAGE"] = as_bytes(buffer.getvalue())
     with pytest.raises(InferenceServerException) as error:
-        request(module, url(default_server, module), **tensors)
+        call(module, url(default_server, module), "objectclear_inpaint", [], **tensors)
     assert error.value.status() == INVALID[module], error.value
     assert input_name in str(error.value)
 
@@ -84,11 +69,12 @@ def test_bad_input_is_invalid_arg_naming_the_input(default_server, module, case,
 def test_server_keeps_serving_after_bad_requests(default_server):
     for _ in range(3):
         with pytest.raises(InferenceServerException):
-            request(httpclient, default_server.http_url, IMAGE=as_bytes(b"junk"), MASK=as_bytes(b"junk"))
+            call(httpclient, default_server.http_url, "objectclear_inpaint", [], IMAGE=as_bytes(b"junk"),
+                 MASK=as_bytes(b"junk"))
     image, mask = small_inputs()
-    result = request(httpclient, default_server.http_url, IMAGE=as_bytes(png(image)), MASK=as_bytes(png(mask)),
-                     STEPS=(np.array([2], dtype=np.int32), "INT32"))
-    out = np.asarray(Image.open(io.BytesIO(result.as_numpy("IMAGE")[0])))
+    (result,) = call(httpclient, default_server.http_url, "objectclear_inpaint", ["IMAGE"], IMAGE=as_bytes(png(image)),
+                     MASK=as_bytes(png(mask)), STEPS=(np.array([2], dtype=np.int32), "INT32"))
+    out = np.asarray(Image.open(io.BytesIO(result[0])))
     assert out.shape == image.shape
     with httpclient.InferenceServerClient(default_server.http_url) as client:
         assert client.is_server_ready()
@@ -109,6 +95,6 @@ def test_remove_object_bad_input(default_server, module, case, input_name):
     elif case == "zero steps":
         tensors["STEPS"] = (np.array([0], dtype=np.int32), "INT32")
     with pytest.raises(InferenceServerException) as error:
-        request(module, url(default_server, module), "remove_object", **tensors)
+        call(module, url(default_server, module), "remove_object", [], **tensors)
     assert error.value.status() == INVALID[module], error.value
     assert input_name in str(error.value)

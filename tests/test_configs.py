@@ -47,6 +47,22 @@ def test_preset_values_match_the_product_table(model):
     assert default.parameters == parse(folder / "configs" / "balanced.pbtxt").parameters
 
 
+# PRODUCT.md's Flux column: quality renders 1024x1024, the others 512x512, all with 4 steps
+FLUX_SIDE = {"quality": 1024, "balanced": 512, "ultra_fast": 512, "low_memory": 512}
+
+
+def test_flux_preset_values_match_the_product_table():
+    for preset, side in FLUX_SIDE.items():
+        generate = parse(DEFAULT_MODEL_REPOSITORY / "flux_generate" / "configs" / f"{preset}.pbtxt").parameters
+        fill = parse(DEFAULT_MODEL_REPOSITORY / "flux_fill_inpaint" / "configs" / f"{preset}.pbtxt").parameters
+        assert (int(generate["width"].string_value), int(generate["height"].string_value)) == (side, side), preset
+        assert int(fill["pixels"].string_value) == side * side, preset
+        assert generate["steps"].string_value == fill["steps"].string_value == "4", preset
+    for model in ("flux_generate", "flux_fill_inpaint"):
+        assert parse(DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt").parameters == \
+            parse(DEFAULT_MODEL_REPOSITORY / model / "configs" / "balanced.pbtxt").parameters
+
+
 STRING, INT64, FP32, UINT8 = "TYPE_STRING", "TYPE_INT64", "TYPE_FP32", "TYPE_UINT8"
 PUBLIC = {  # PRODUCT.md: model -> (inputs, outputs); further inputs may exist but must be optional
     "objectclear_inpaint": ({"IMAGE": (STRING, [1]), "MASK": (STRING, [1]), "SEED": (INT64, [1])},
@@ -55,6 +71,7 @@ PUBLIC = {  # PRODUCT.md: model -> (inputs, outputs); further inputs may exist b
                       {"IMAGE": (STRING, [1]), "MASK": (STRING, [1])}),
     "sam3_segment": ({"IMAGE": (STRING, [1]), "PROMPT": (STRING, [1]), "BOXES": (FP32, [-1, 4])},
                      {"MASKS": (UINT8, [-1, -1, -1]), "BOXES": (FP32, [-1, 4]), "SCORES": (FP32, [-1])}),
+    "flux_generate": ({"PROMPT": (STRING, [1]), "SEED": (INT64, [1])}, {"IMAGE": (STRING, [1])}),
 }
 
 

@@ -223,3 +223,11 @@ def test_resize_changes_size_like_pil(chelsea):
     mask = (chelsea[..., 0] > 100).astype(np.uint8) * 255
     small = resize(mask, (226, 150), Image.Resampling.NEAREST)
     assert small.shape == (150, 226) and set(np.unique(small)) <= {0, 255}  # NEAREST keeps a binary mask binary
+
+
+def test_input_error_survives_a_round_trip_through_its_message():
+    """How bad input stays INVALID_ARG across a BLS call (Triton hands the callee's error back as text)."""
+    error = InputError("STEPS", "must be between 1 and 100, got 0\nsecond line")
+    parsed = InputError.parse(str(error))
+    assert (parsed.input_name, str(parsed)) == ("STEPS", str(error))
+    assert InputError.parse("flux_transformer: out of memory") is None

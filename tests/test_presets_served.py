@@ -9,7 +9,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 
-from conftest import decode, png, start_server
+from conftest import call, decode, png, start_server
 from reference.objectclear_reference import objectclear_reference
 
 pytestmark = pytest.mark.server
@@ -93,18 +93,6 @@ def test_seed_controls_the_noise(served, coffee, http_result):
 
 # -- remove_object: SAM 3 -> union of the instance masks -> ObjectClear, chained inside Triton ---------------------
 PROMPT = "a cup"
-
-
-def call(module, url: str, model: str, outputs: list[str], **tensors):
-    """tensors: name -> (numpy array, Triton datatype)"""
-    inputs = []
-    for name, (value, datatype) in tensors.items():
-        tensor = module.InferInput(name, list(value.shape), datatype)
-        tensor.set_data_from_numpy(value)
-        inputs.append(tensor)
-    with module.InferenceServerClient(url) as client:
-        result = client.infer(model, inputs)
-    return [result.as_numpy(name) for name in outputs]
 
 
 def remove(module, url, photo, prompt=PROMPT, **extra):

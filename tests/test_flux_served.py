@@ -1,0 +1,207 @@
+"""FLUX.1 served by a real tritonserver over HTTP and gRPC with the real tritonclient, against diffusers'
+FluxPipeline (schnell, dev) and FluxFillPipeline on the same tiny pipeline folders, seeds, sizes and steps; the
+Fill engine reached from objectclear_inpaint and remove_object; bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from diffusers import FluxFillPipeline, FluxPipeline
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from conftest import as_bytes, call, decode, png
+from pipelines.flux import GENERATE_MODELS, fill_size
+from server.launcher import TritonServer
+
+pytestmark = pytest.mark.server
+PROMPT = "a photo of a cat holding a sign that says hello world"
+# Measured (ONNX Runtime vs PyTorch, ~1e-6 in the networks): generation differs from diffusers by at most 1 grey level
+# (a few pixels crossing a rounding boundary); Fill by at most 2 after the bicubic resize back to the input size,
+# which can add two 1-level differences of neighbouring pixels.
+GENERATE_TOLERANCE = 1
+FILL_TOLERANCE = 2
+MODULES = pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+INVALID = {httpclient: "400", grpcclient: "StatusCode.INVALID_ARGUMENT"}
+
+
+def url(server, module) -> str:
+    return server.http_url if module is httpclient else server.grpc_url
+
+
+def int32(value):
+    return np.array([value], dtype=np.int32), "INT32"
+
+
+def int64(value):
+    return np.array([value], dtype=np.int64), "INT64"
+
+
+def fp32(value):
+    return np.array([value], dtype=np.float32), "FP32"
+
+
+def generate(module, server, prompt=PROMPT, seed=0, **extra) -> np.ndarray:
+    (image,) = call(module, url(server, module), "flux_generate", ["IMAGE"], PROMPT=as_bytes(prompt),
+                    SEED=int64(seed), **extra)
+    return decode(image[0])
+
+
+def as_uint8(images: np.ndarray) -> np.ndarray:
+    """diffusers' output_type="np" -> what its PIL output holds."""
+    return (images[0] * 255).round().astype(np.uint8)
+
+
+def max_difference(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+@pytest.fixture(scope="module")
+def server(model_repository):
+    with TritonServer(model_repository) as running:  # every model: FLUX, and the ObjectClear/SAM 3 engines' callers
+        yield running
+
+
+@pytest.fixture(scope="module")
+def schnell(flux_checkpoints):
+    pipeline = FluxPipeline.from_pretrained(flux_checkpoints["schnell"])
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def fill_reference(flux_checkpoints):
+    pipeline = FluxFillPipeline.from_pretrained(flux_checkpoints["fill"])
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+# -- generation (schnell: the repository's default export) -----------------------------------------------------------
+@MODULES
+@pytest.mark.parametrize("seed, size, steps", [(0, None, None), (7, (320, 256), 2)])
+def test_schnell_matches_diffusers(server, schnell, module, seed, size, steps):
+    extra = {}
+    if size:
+        extra.update(WIDTH=int32(size[0]), HEIGHT=int32(size[1]))
+    if steps:
+        extra.update(STEPS=int32(steps))
+    served = generate(module, server, seed=seed, **extra)
+    width, height = size or (512, 512)  # the balanced preset
+    expected = as_uint8(schnell(PROMPT, width=width, height=height, num_inference_steps=steps or 4,
+                                guidance_scale=0.0, max_sequence_length=256, output_type="np",
+                                generator=torch.Generator().manual_seed(seed)).images)
+    assert served.shape == (height, width, 3)
+    assert max_difference(served, expected) <= GENERATE_TOLERANCE
+    assert expected.std() > 10  # a real picture, not a flat one that any pipeline would match
+
+
+def test_seed_controls_the_image_and_http_equals_grpc(server):
+    first = generate(httpclient, server, seed=5)
+    assert np.array_equal(generate(grpcclient, server, seed=5), first)
+    assert max_difference(generate(httpclient, server, seed=6), first) > 10
+
+
+def test_size_is_rounded_down_to_sixteen_like_diffusers(server):
+    image = generate(httpclient, server, WIDTH=int32(300), HEIGHT=int32(270), STEPS=int32(1))
+    assert image.shape == (256, 288, 3)
+
+
+# -- generation with FLUX.1-dev: shifted sigmas, guidance input, 512 T5 tokens ---------------------------------------
+@pytest.fixture(scope="module")
+def dev_server(flux_dev_repository):
+    repository, _ = flux_dev_repository
+    with TritonServer(repository, models=["flux_generate", *GENERATE_MODELS.values()]) as running:
+        yield running
+
+
+@MODULES
+def test_dev_matches_diffusers(dev_server, flux_checkpoints, module):
+    dev = FluxPipeline.from_pretrained(flux_checkpoints["dev"])
+    dev.set_progress_bar_config(disable=True)
+    served = generate(module, dev_server, seed=3, STEPS=int32(3), WIDTH=int32(256), HEIGHT=int32(320))
+    expected = as_uint8(dev(PROMPT, width=256, height=320, num_inference_steps=3, guidance_scale=3.5,
+                            max_sequence_length=512, output_type="np",
+                            generator=torch.Generator().manual_seed(3)).images)
+    assert max_difference(served, expected) <= GENERATE_TOLERANCE
+    guided = generate(module, dev_server, seed=3, STEPS=int32(3), WIDTH=int32(256), HEIGHT=int32(320),
+                      GUIDANCE_SCALE=fp32(9.0))
+    assert max_difference(guided, served) > 0  # dev's guidance input reaches the transformer
+
+
+# -- FLUX.1 Fill ------------------------------------------------------------------------------------------------------
+def fill(module, server, photo, mask, model="flux_fill_inpaint", seed=3, **extra):
+    image, region = call(module, url(server, module), model, ["IMAGE", "MASK"], IMAGE=as_bytes(png(photo)),
+                         MASK=as_bytes(png(mask)), SEED=int64(seed), **extra)
+    return decode(image[0]), decode(region[0])
+
+
+@MODULES
+def test_fill_matches_diffusers(server, fill_reference, coffee, module):
+    photo, mask = coffee
+    image, region = fill(module, server, photo, mask)
+    width, height = fill_size(photo.shape[1], photo.shape[0], 512 * 512)  # balanced: a 512x512 area, aspect kept
+    expected = fill_reference(prompt="", image=Image.fromarray(photo), mask_image=Image.fromarray(mask), width=width,
+                              height=height, num_inference_steps=4, guidance_scale=30.0, max_sequence_length=512,
+                              generator=torch.Generator().manual_seed(3)).images[0]
+    expected = np.asarray(expected.resize((photo.shape[1], photo.shape[0]), Image.BICUBIC))
+    assert (width, height) == (624, 416)
+    assert max_difference(image, expected) <= FILL_TOLERANCE
+    # the binarised mask that was filled, back at the input size: the mask up to its resampled edge
+    assert set(np.unique(region)) == {0, 255}
+    assert np.mean((region > 0) != (mask >= 128)) < 0.01
+
+
+def test_objectclear_inpaint_hands_flux_fill_to_the_fill_model(server, coffee):
+    photo, mask = coffee
+    direct = fill(httpclient, server, photo, mask, STEPS=int32(2))
+    engine = fill(grpcclient, server, photo, mask, model="objectclear_inpaint", ENGINE=as_bytes("flux_fill"),
+                  STEPS=int32(2))
+    objectclear = fill(httpclient, server, photo, mask, model="objectclear_inpaint", STEPS=int32(2))
+    assert all(np.array_equal(a, b) for a, b in zip(direct, engine))
+    assert max_difference(objectclear[0], direct[0]) > 0
+
+
+def test_remove_object_with_flux_fill_is_segmentation_then_fill(server, coffee):
+    photo = coffee[0]
+    image, region = call(httpclient, server.http_url, "remove_object", ["IMAGE", "MASK"], IMAGE=as_bytes(png(photo)),
+                         PROMPT=as_bytes("a cup"), SEED=int64(3), ENGINE=as_bytes("flux_fill"))
+    (masks,) = call(httpclient, server.http_url, "sam3_segment", ["MASKS"], IMAGE=as_bytes(png(photo)),
+                    PROMPT=as_bytes("a cup"))
+    assert len(masks) > 0
+    union = (masks.any(axis=0) * 255).astype(np.uint8)
+    expected = fill(httpclient, server, photo, union)
+    assert np.array_equal(decode(image[0]), expected[0]) and np.array_equal(decode(region[0]), expected[1])
+
+
+# -- bad input --------------------------------------------------------------------------------------------------------
+@MODULES
+@pytest.mark.parametrize("model, case, input_name", [
+    ("flux_generate", "empty prompt", "PROMPT"),
+    ("flux_generate", "prompt that is not UTF-8", "PROMPT"),
+    ("flux_generate", "width over the limit", "WIDTH"),
+    ("flux_generate", "zero steps", "STEPS"),
+    ("flux_fill_inpaint", "undecodable mask", "MASK"),
+    ("objectclear_inpaint", "unknown engine", "ENGINE"),
+    ("objectclear_inpaint", "zero steps for the fill engine", "STEPS"),
+])
+def test_bad_input_is_invalid_arg_naming_the_input(server, coffee, module, model, case, input_name):
+    photo, mask = coffee
+    tensors = ({"PROMPT": as_bytes(PROMPT)} if model == "flux_generate"
+               else {"IMAGE": as_bytes(png(photo)), "MASK": as_bytes(png(mask))})
+    tensors.update({
+        "empty prompt": {"PROMPT": as_bytes("   ")},
+        "prompt that is not UTF-8": {"PROMPT": as_bytes(b"\xff\xfe\xfa")},
+        "width over the limit": {"WIDTH": int32(4096)},
+        "zero steps": {"STEPS": int32(0)},
+        "undecodable mask": {"MASK": as_bytes(b"not a png")},
+        "unknown engine": {"ENGINE": as_bytes("dall-e")},
+        "zero steps for the fill engine": {"ENGINE": as_bytes("flux_fill"), "STEPS": int32(0)},
+    }[case])
+    with pytest.raises(InferenceServerException) as error:
+        call(module, url(server, module), model, [], **tensors)
+    assert INVALID[module] in str(error.value.status()) and input_name in error.value.message()
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        assert client.is_server_ready()
