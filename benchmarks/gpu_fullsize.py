@@ -2,7 +2,7 @@
 
     # on the GPU machine, from the repository root, diffusers 0.42.1 unpacked from .whl/ into /tmp/site:
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.gpu_fullsize --out $OUT
+    PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.gpu_fullsize --out $OUT [--cuda-graphs]
     # smoke test on a CPU (tiny configs, fp32; the numbers mean nothing):
     .venv/bin/python -m benchmarks.gpu_fullsize --small --out /tmp/gpu_small
 
@@ -17,6 +17,9 @@ the run goes on, and skipped once --budget seconds have passed:
 2. The UNet alone at balanced's 576x384 (latents 72x48) at batch 2, 4, 8, 16 = 1, 2, 4, 8 CFG requests merged.
 3. FLUX.1 schnell: transformer (bf16) at 512² and 1024² and batch 1/2/4, T5 v1.1 XXL (bf16), CLIP-L text (fp16),
    VAE decoder (bf16), one model on the GPU at a time; per preset latency = CLIP + T5 + 4 x transformer + decode.
+
+--cuda-graphs replays every network call as a CUDA graph captured per input shape: the launch overhead a TensorRT
+engine with CUDA graphs also removes, which eager PyTorch pays once per kernel from Python.
 
 Results go to <out>/results.jsonl (one line per measurement, appended as it is taken) and <out>/results.md
 (rewritten after every measurement, tables for BENCHMARKS.md), so a run cut short keeps what it measured.
@@ -136,20 +139,47 @@ def weight_gib(module: torch.nn.Module) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / GIB
 
 
+def cuda_graph(call):
+    """Capture `call` (on fixed input tensors) as a CUDA graph: returns (replay, the outputs each replay rewrites).
+    What a TensorRT engine with CUDA graphs gets: one launch per call instead of one per kernel from Python."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):  # warm-up outside the graph (cuBLAS/cuDNN workspaces, lazy init)
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = call()
+    return graph.replay, outputs
+
+
 class TorchComponent:
     """A pipeline Component (pipelines/components.py) backed by a torch module on `device` in `dtype`: floating
     inputs are moved and cast, outputs come back as float32 on the CPU (which also waits for the device), named
     like the served model's outputs. Keeps each call's wall time."""
 
-    def __init__(self, module: torch.nn.Module, output_names: list[str], device: torch.device, dtype: torch.dtype):
+    def __init__(self, module: torch.nn.Module, output_names: list[str], device: torch.device, dtype: torch.dtype,
+                 graphs: bool = False):
         self.module, self.output_names, self.device, self.dtype = module, output_names, device, dtype
         self.seconds: list[float] = []
+        self.graphs = {} if graphs else None  # input shapes -> (static inputs, replay, static outputs)
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         start = time.perf_counter()
         moved = {k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
         with torch.inference_mode():
-            outputs = self.module(**moved)
+            if self.graphs is None:
+                outputs = self.module(**moved)
+            else:
+                key = tuple((k, tuple(v.shape)) for k, v in moved.items())
+                if key not in self.graphs:
+                    static = {k: v.clone() for k, v in moved.items()}
+                    self.graphs[key] = (static, *cuda_graph(lambda: self.module(**static)))
+                static, replay, outputs = self.graphs[key]
+                for k, v in moved.items():
+                    static[k].copy_(v)
+                replay()
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
         result = {name: out.float().cpu() for name, out in zip(self.output_names, outputs)}
@@ -161,8 +191,8 @@ class Bench:
     """Device, repeats, time budget, and the results: appended to results.jsonl and re-rendered into results.md after
     every record."""
 
-    def __init__(self, out: Path, small: bool, repeats: int, budget_s: float):
-        self.out, self.small, self.repeats, self.budget_s = out, small, repeats, budget_s
+    def __init__(self, out: Path, small: bool, repeats: int, budget_s: float, graphs: bool = False):
+        self.out, self.small, self.repeats, self.budget_s, self.graphs = out, small, repeats, budget_s, graphs
         self.device = torch.device("cpu" if small else "cuda")
         self.cuda = self.device.type == "cuda"
         self.half = torch.float32 if small else torch.float16
@@ -271,7 +301,7 @@ def build_objectclear(bench: Bench, cfg: dict) -> dict[str, TorchComponent]:
         specs = component_specs(models)  # export wrappers; CLIP's text tower is dropped with `models`
     bench.sync()
     roles = {model: role for role, model in COMPONENT_MODELS.items()}
-    components = {roles[spec.name]: TorchComponent(module, spec.output_names, bench.device, bench.half)
+    components = {roles[spec.name]: TorchComponent(module, spec.output_names, bench.device, bench.half, bench.graphs)
                   for spec, module in specs}
     del models, specs
     bench.free()
@@ -330,7 +360,8 @@ def objectclear_sections(bench: Bench, cfg: dict) -> None:
         time_ids = torch.tensor([[8.0 * latent_h, 8.0 * latent_w, 0, 0, 8.0 * latent_h, 8.0 * latent_w]],
                                 **kw).repeat(batch, 1)
         with torch.inference_mode():
-            seconds, peak = bench.measure(lambda: unet(sample, timestep, hidden, pooled, time_ids))
+            call = lambda: unet(sample, timestep, hidden, pooled, time_ids)  # noqa: E731
+            seconds, peak = bench.measure(cuda_graph(call)[0] if bench.graphs else call)
         bench.record("unet_batch", batch=batch, requests=batch // 2, latents=[latent_h, latent_w],
                      ms=round(1000 * seconds, 2), samples_per_s=round(batch / seconds, 2), peak_gib=peak)
 
@@ -358,7 +389,8 @@ def flux_network(bench: Bench, name: str, dtype: torch.dtype, build, calls: dict
             inputs = make_inputs()
             resident = bench.resident_gib()
             with torch.inference_mode():
-                seconds, peak = bench.measure(lambda: forward(model, inputs))
+                call = lambda: forward(model, inputs)  # noqa: E731
+                seconds, peak = bench.measure(cuda_graph(call)[0] if bench.graphs else call)
             bench.record("flux_call", network=name, label=label, dtype=dtype_name(dtype), ms=round(1000 * seconds, 2),
                          weights_gib=round(weight_gib(model), 3), resident_gib=resident, peak_gib=peak, **meta)
         bench.attempt(f"{name} {label}", one)
@@ -459,14 +491,17 @@ def render_markdown(records: list[dict]) -> str:
     for r in records:
         by_kind.setdefault(r["kind"], []).append(r)
     env = by_kind.get("env", [{}])[0]
-    lines = [f"## Full-size ObjectClear and FLUX.1 schnell on {env.get('device_name', '?')} (random weights)", "",
+    lines = [f"## Full-size ObjectClear and FLUX.1 schnell on {env.get('device_name', '?')} (random weights"
+             + (", CUDA graphs)" if env.get("cuda_graphs") else ")"), "",
              f"Command: `{env.get('command', '')}` (benchmarks/gpu_fullsize.py). "
              f"Machine: {env.get('device_name', '?')} ({env.get('device_memory_gib', '?')} GiB), "
              f"{env.get('date', '?')}; torch {env.get('torch', '?')} (CUDA {env.get('cuda', '?')}), "
              f"diffusers {env.get('diffusers', '?')}, transformers {env.get('transformers', '?')}, "
              f"Python {env.get('python', '?')}. Full-size configs, random weights (compute does not depend on the "
              f"values), built on the device in half precision; PyTorch eager with SDPA attention, no torch.compile, "
-             f"no CUDA graphs. Precision: {env.get('dtypes', '?')}. Times are medians of {env.get('repeats', '?')} "
+             + ("every network call replayed as a CUDA graph captured per input shape (--cuda-graphs). "
+                if env.get("cuda_graphs") else "no CUDA graphs. ")
+             + f"Precision: {env.get('dtypes', '?')}. Times are medians of {env.get('repeats', '?')} "
              f"after one warm-up, device synchronised; memory is torch.cuda.max_memory_allocated (weights included)."]
     if env.get("small"):
         lines += ["", "**--small: tiny configs on the CPU in fp32, a smoke test of the script; the numbers mean "
@@ -563,6 +598,7 @@ def environment(bench: Bench) -> dict:
 
     info = dict(torch=torch.__version__, cuda=torch.version.cuda, diffusers=diffusers.__version__,
                 transformers=transformers.__version__, python=platform.python_version(), small=bench.small,
+                cuda_graphs=bench.graphs,
                 repeats=bench.repeats, date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 command=("python3 -m benchmarks.gpu_fullsize " + " ".join(sys.argv[1:])).strip(),
                 dtypes=f"ObjectClear UNet, VAE, CLIP vision, postfuse {dtype_name(bench.half)}; FLUX transformer "
@@ -582,6 +618,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for results.jsonl and results.md")
     parser.add_argument("--small", action="store_true", help="tiny configs on the CPU in fp32 (smoke test)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="replay every network call as a CUDA graph captured per input shape (GPU only)")
     parser.add_argument("--repeats", type=int, help="timed runs per measurement after one warm-up (3; 1 with --small)")
     parser.add_argument("--budget", type=float, default=300.0,
                         help="seconds after which remaining measurements are skipped (default 300)")
@@ -589,7 +627,7 @@ def main() -> None:
     if not args.small and not torch.cuda.is_available():
         parser.error("no CUDA device: run on the GPU machine, or pass --small")
     repeats = args.repeats or (1 if args.small else 3)
-    bench = Bench(args.out, args.small, repeats, args.budget)
+    bench = Bench(args.out, args.small, repeats, args.budget, args.cuda_graphs and not args.small)
     bench.attempt("environment", lambda: bench.record("env", **environment(bench)))
     cfg = configs(args.small)
     bench.attempt("objectclear", lambda: objectclear_sections(bench, cfg))
