@@ -1,28 +1,20 @@
 """How a pipeline calls one of its networks: by name, with named torch tensors in and out.
 
 The same pipeline code runs its networks in-process on ONNX Runtime (unit tests, benchmarks) or, inside Triton,
-as separate Triton models reached through BLS (pipelines/triton_bls.py) so that the server can batch and place them.
+as separate Triton models reached through BLS (pipelines/triton_io.py) so that the server can batch and place them.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol
 
-import onnxruntime as ort
 import torch
+
+from pipelines.ort import ort_session
 
 
 class Component(Protocol):
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]: ...
-
-
-def ort_session(path: Path, threads: int = 0, memory_arena: bool = True) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0: one per core
-    options.inter_op_num_threads = 1
-    options.enable_cpu_mem_arena = memory_arena
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OrtComponent:

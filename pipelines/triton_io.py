@@ -82,10 +82,6 @@ class PublicModel:
         return responses
 
 
-def config_parameters(model_config: dict) -> dict[str, str]:
-    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
-
-
 def to_triton(name: str, tensor: torch.Tensor):
     # Triton has no per-row scalar when batching: a (B,) tensor travels as (B, 1) and the callee's config
     # reshapes it back (`reshape { shape: [] }`).

@@ -2,7 +2,8 @@
 
 The pytriton tritonserver bundles only the python backend, so on CPU the networks run here. Requests that the
 dynamic batcher groups together and whose non-batch shapes agree go through the session as one batch. The same
-model directory also suits Triton's native onnxruntime backend (same file, same tensor names).
+model directory also suits Triton's native onnxruntime backend (same file, same tensor names). Imports no torch, so
+each of these stub processes stays small.
 """
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pipelines.components import ort_session
-from pipelines.triton_io import config_parameters
+from pipelines.ort import ort_session
+
+
+def config_parameters(model_config: dict) -> dict[str, str]:
+    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
 
 
 class TritonPythonModel:

@@ -10,7 +10,8 @@ from transformers import Sam3Processor
 
 from pipelines import flux, objectclear, sam3
 from pipelines.imaging import InputError
-from pipelines.triton_io import BlsComponent, config_parameters, forward, optional_scalar, optional_text
+from pipelines.triton_io import BlsComponent, forward, optional_scalar, optional_text
+from pipelines.triton_onnx import config_parameters
 
 OBJECTCLEAR_OUTPUTS = {"unet": ["noise_pred", "obj_attn"], "vae_encoder": ["latent_mean", "latent_logvar"],
                        "vae_decoder": ["image"], "object_encoder": ["object_token"]}

@@ -41,6 +41,16 @@ def flux_checkpoints() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def schnell_pipeline(flux_checkpoints):
+    """diffusers' FluxPipeline on the tiny schnell folder the repository's flux_generate was exported from."""
+    from diffusers import FluxPipeline
+
+    pipeline = FluxPipeline.from_pretrained(flux_checkpoints["schnell"])
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="session")
 def model_repository(objectclear_checkpoint, sam3_checkpoint, flux_checkpoints) -> Path:
     """The project's model repository with the tiny models exported (`make export` normally did this already)."""
     if not (DEFAULT_MODEL_REPOSITORY / "remove_object" / "1" / "conditioning.npz").exists():
@@ -91,6 +101,16 @@ def call(module, url: str, model: str, outputs: list[str], **tensors) -> list[np
 
 def as_bytes(data: bytes | str):
     return np.array([data.encode() if isinstance(data, str) else data], dtype=object), "BYTES"
+
+
+def diffusers_uint8(images: np.ndarray) -> np.ndarray:
+    """The first image of a diffusers output_type="np" batch as its PIL output holds it."""
+    return (images[0] * 255).round().astype(np.uint8)
+
+
+def max_difference(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
 
 
 def decode(data: bytes) -> np.ndarray:

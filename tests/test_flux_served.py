@@ -12,7 +12,7 @@ from diffusers import FluxFillPipeline, FluxPipeline
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from conftest import as_bytes, call, decode, png
+from conftest import as_bytes, call, decode, diffusers_uint8, max_difference, png
 from pipelines.flux import GENERATE_MODELS, fill_size
 from server.launcher import TritonServer
 
@@ -49,27 +49,10 @@ def generate(module, server, prompt=PROMPT, seed=0, **extra) -> np.ndarray:
     return decode(image[0])
 
 
-def as_uint8(images: np.ndarray) -> np.ndarray:
-    """diffusers' output_type="np" -> what its PIL output holds."""
-    return (images[0] * 255).round().astype(np.uint8)
-
-
-def max_difference(a: np.ndarray, b: np.ndarray) -> int:
-    assert a.shape == b.shape
-    return int(np.abs(a.astype(int) - b.astype(int)).max())
-
-
 @pytest.fixture(scope="module")
 def server(model_repository):
     with TritonServer(model_repository) as running:  # every model: FLUX, and the ObjectClear/SAM 3 engines' callers
         yield running
-
-
-@pytest.fixture(scope="module")
-def schnell(flux_checkpoints):
-    pipeline = FluxPipeline.from_pretrained(flux_checkpoints["schnell"])
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +65,7 @@ def fill_reference(flux_checkpoints):
 # -- generation (schnell: the repository's default export) -----------------------------------------------------------
 @MODULES
 @pytest.mark.parametrize("seed, size, steps", [(0, None, None), (7, (320, 256), 2)])
-def test_schnell_matches_diffusers(server, schnell, module, seed, size, steps):
+def test_schnell_matches_diffusers(server, schnell_pipeline, module, seed, size, steps):
     extra = {}
     if size:
         extra.update(WIDTH=int32(size[0]), HEIGHT=int32(size[1]))
@@ -90,7 +73,7 @@ def test_schnell_matches_diffusers(server, schnell, module, seed, size, steps):
         extra.update(STEPS=int32(steps))
     served = generate(module, server, seed=seed, **extra)
     width, height = size or (512, 512)  # the balanced preset
-    expected = as_uint8(schnell(PROMPT, width=width, height=height, num_inference_steps=steps or 4,
+    expected = diffusers_uint8(schnell_pipeline(PROMPT, width=width, height=height, num_inference_steps=steps or 4,
                                 guidance_scale=0.0, max_sequence_length=256, output_type="np",
                                 generator=torch.Generator().manual_seed(seed)).images)
     assert served.shape == (height, width, 3)
@@ -122,7 +105,7 @@ def test_dev_matches_diffusers(dev_server, flux_checkpoints, module):
     dev = FluxPipeline.from_pretrained(flux_checkpoints["dev"])
     dev.set_progress_bar_config(disable=True)
     served = generate(module, dev_server, seed=3, STEPS=int32(3), WIDTH=int32(256), HEIGHT=int32(320))
-    expected = as_uint8(dev(PROMPT, width=256, height=320, num_inference_steps=3, guidance_scale=3.5,
+    expected = diffusers_uint8(dev(PROMPT, width=256, height=320, num_inference_steps=3, guidance_scale=3.5,
                             max_sequence_length=512, output_type="np",
                             generator=torch.Generator().manual_seed(3)).images)
     assert max_difference(served, expected) <= GENERATE_TOLERANCE

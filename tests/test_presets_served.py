@@ -1,15 +1,16 @@
 """objectclear_inpaint and remove_object served by a real tritonserver, per preset, over HTTP and gRPC with the
 real tritonclient; objectclear_inpaint compared with the independent PyTorch reference (tests/reference) on the
-same tiny weights and seed, remove_object with its two public halves chained by the client."""
+same tiny weights and seed, remove_object with its two public halves chained by the client; FLUX in every preset."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 
-from conftest import call, decode, png, start_server
+from conftest import as_bytes, call, decode, diffusers_uint8, max_difference, png, start_server
 from reference.objectclear_reference import objectclear_reference
 
 pytestmark = pytest.mark.server
@@ -143,3 +144,27 @@ def test_nothing_found_returns_the_input_without_denoising(served, coffee):
     assert np.array_equal(image, coffee[0])
     assert not region.any()
     assert after == unet_runs
+
+
+# -- FLUX.1 in every preset: quality renders 1024x1024, the others 512x512, 4 steps (PRODUCT.md) ----------------------
+FLUX_SIDE = {"quality": 1024, "balanced": 512, "ultra_fast": 512, "low_memory": 512}
+
+
+def test_flux_generate_renders_the_presets_size_as_diffusers_does(served, schnell_pipeline):
+    preset, server = served
+    side = FLUX_SIDE[preset]
+    (image,) = call(httpclient, server.http_url, "flux_generate", ["IMAGE"], PROMPT=as_bytes("a photo of a dog"),
+                    SEED=(np.array([SEED], dtype=np.int64), "INT64"))
+    expected = diffusers_uint8(schnell_pipeline("a photo of a dog", width=side, height=side, num_inference_steps=4,
+                                                guidance_scale=0.0, max_sequence_length=256, output_type="np",
+                                                generator=torch.Generator().manual_seed(SEED)).images)
+    assert max_difference(decode(image[0]), expected) <= 1  # test_flux_served.py's measured tolerance
+
+
+def test_flux_fill_engine_keeps_the_input_size(served, coffee):
+    _, server = served
+    photo, mask = coffee
+    image, region = call(grpcclient, server.grpc_url, "objectclear_inpaint", ["IMAGE", "MASK"],
+                         IMAGE=as_bytes(png(photo)), MASK=as_bytes(png(mask)), ENGINE=as_bytes("flux_fill"),
+                         STEPS=(np.array([1], dtype=np.int32), "INT32"))
+    assert decode(image[0]).shape == photo.shape and decode(region[0]).shape == mask.shape

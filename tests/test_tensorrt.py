@@ -10,7 +10,7 @@ if not torch.cuda.is_available():
     pytest.skip("TensorRT engines need a CUDA GPU; none is visible", allow_module_level=True)
 
 from export.tensorrt import build_engine, objectclear_profiles  # noqa: E402
-from pipelines.components import ort_session  # noqa: E402
+from pipelines.ort import ort_session  # noqa: E402
 
 
 def test_vae_decoder_engine_matches_onnx_runtime(model_repository, tmp_path):
