@@ -1,15 +1,19 @@
 """TensorRT engines from the exported ONNX graphs (TensorRT 10 Python API), for GPU deployments.
 
     python -m export.tensorrt objectclear_unet --preset balanced [--fp32]
+    python -m export.tensorrt flux_transformer --preset quality
 
 Builds <model>/1/model.plan next to model.onnx with one optimisation profile covering the preset's processing
-sizes: the short side fixed by the preset, the long side up to MAX_ASPECT times it, batch up to MAX_BATCH rows.
-Plans are specific to the GPU they were built on (Triton's `cc_model_filenames` can map several). fp16 is the
-default, as in every preset; TensorRT keeps fp32 where a layer needs it.
+sizes: for ObjectClear the short side fixed by the preset and the long side up to MAX_ASPECT times it; for FLUX the
+preset's image area (1024 or 4096 packed tokens) up to MAX_ASPECT times it, the checkpoint's T5 length; batch up
+to MAX_BATCH rows. Plans are specific to the GPU they were built on (Triton's `cc_model_filenames` can map several).
+Precision per network as in NVIDIA's own FLUX demo (reference/flux.md 3.1): fp16 by default, bf16 for T5 (fp16
+overflows in it), tf32 for the FLUX VAE (never fp16); TensorRT keeps fp32 where a layer needs it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, preset_parameters
@@ -44,7 +48,40 @@ def objectclear_profiles(model: str, short_side: int, hidden: int, pooled: int) 
     raise ValueError(f"no TensorRT profile for {model}")
 
 
-def build_engine(onnx_path: Path, plan_path: Path, profiles: dict[str, tuple], fp16: bool = True,
+FLUX_PRECISION = {"flux_t5_encoder": "bf16", "flux_vae_encoder": "tf32", "flux_vae_decoder": "tf32"}
+
+
+def flux_profiles(model: str, side: int, folder: Path) -> dict[str, tuple]:
+    """Profiles for the FLUX networks at a preset's image side; dims from the exported pipeline configs."""
+    transformer = json.loads((folder / "transformer" / "config.json").read_text())
+    text = json.loads((folder / "serving.json").read_text())["max_sequence_length"]
+    opt = (side // 16) ** 2
+    low, high = opt // 4, opt * MAX_ASPECT  # images down to half the side, up to MAX_ASPECT x the area
+    rows = lambda *tail: ((1, *tail), (1, *tail), (MAX_BATCH, *tail))  # noqa: E731
+    if model in ("flux_transformer", "flux_fill_transformer"):
+        profiles = {"hidden_states": ((1, low, transformer["in_channels"]), (1, opt, transformer["in_channels"]),
+                                      (MAX_BATCH, high, transformer["in_channels"])),
+                    "encoder_hidden_states": rows(text, transformer["joint_attention_dim"]),
+                    "pooled_projections": rows(transformer["pooled_projection_dim"]), "timestep": rows(),
+                    "img_ids": ((1, low, 3), (1, opt, 3), (MAX_BATCH, high, 3)), "txt_ids": rows(text, 3)}
+        if transformer.get("guidance_embeds"):
+            profiles["guidance"] = rows()
+        return profiles
+    if model == "flux_t5_encoder":
+        return {"input_ids": rows(text)}
+    if model == "flux_clip_text_encoder":
+        return {"input_ids": rows(77)}
+    latent = side // 8
+    shapes = lambda channels, scale: tuple((1, channels, s * scale, s * scale)  # noqa: E731
+                                           for s in (latent // 2, latent, latent * MAX_ASPECT))
+    if model == "flux_vae_decoder":
+        return {"latents": shapes(16, 1)}
+    if model == "flux_vae_encoder":
+        return {"image": shapes(3, 8)}
+    raise ValueError(f"no TensorRT profile for {model}")
+
+
+def build_engine(onnx_path: Path, plan_path: Path, profiles: dict[str, tuple], precision: str = "fp16",
                  workspace_bytes: int = 8 << 30) -> Path:
     import tensorrt as trt
 
@@ -57,8 +94,8 @@ def build_engine(onnx_path: Path, plan_path: Path, profiles: dict[str, tuple], f
         raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
+    if precision in ("fp16", "bf16", "tf32"):
+        config.set_flag(getattr(trt.BuilderFlag, precision.upper()))
     profile = builder.create_optimization_profile()
     for name, (low, opt, high) in profiles.items():
         profile.set_shape(name, low, opt, high)
@@ -74,17 +111,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m export.tensorrt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=["objectclear_unet", "objectclear_vae_encoder", "objectclear_vae_decoder",
-                                          "objectclear_object_encoder"])
+                                          "objectclear_object_encoder", "flux_clip_text_encoder", "flux_t5_encoder",
+                                          "flux_transformer", "flux_fill_transformer", "flux_vae_encoder",
+                                          "flux_vae_decoder"])
     parser.add_argument("--preset", choices=PRESETS, default="balanced")
-    parser.add_argument("--fp32", action="store_true", help="build without fp16 kernels")
+    parser.add_argument("--fp32", action="store_true", help="build without reduced-precision kernels")
     parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
     args = parser.parse_args()
-    import numpy as np
-    with np.load(args.repository / "objectclear_inpaint" / "1" / "conditioning.npz") as conditioning:
-        hidden, pooled = conditioning["prompt_embeds"].shape[-1], conditioning["pooled_prompt_embeds"].shape[-1]
     folder = args.repository / args.model / "1"
-    profiles = objectclear_profiles(args.model, int(preset_parameters(args.preset)["short_side"]), hidden, pooled)
-    print(build_engine(folder / "model.onnx", folder / "model.plan", profiles, fp16=not args.fp32))
+    if args.model.startswith("flux_"):
+        fill = args.model in ("flux_fill_transformer", "flux_vae_encoder")
+        serving = "flux_fill_inpaint" if fill else "flux_generate"
+        side = int(preset_parameters(args.preset, "flux_generate")["width"])  # Fill's area is the same square
+        profiles = flux_profiles(args.model, side, args.repository / serving / "1" / "pipeline")
+        precision = FLUX_PRECISION.get(args.model, "fp16")
+    else:
+        import numpy as np
+        with np.load(args.repository / "objectclear_inpaint" / "1" / "conditioning.npz") as conditioning:
+            hidden, pooled = conditioning["prompt_embeds"].shape[-1], conditioning["pooled_prompt_embeds"].shape[-1]
+        profiles = objectclear_profiles(args.model, int(preset_parameters(args.preset)["short_side"]), hidden, pooled)
+        precision = "fp16"
+    print(build_engine(folder / "model.onnx", folder / "model.plan", profiles, "fp32" if args.fp32 else precision))
 
 
 if __name__ == "__main__":

@@ -133,8 +133,10 @@ def start_server(repository: Path, preset: str | None):
     return server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def default_server(model_repository):
+    """One server with every model in its default (balanced) config, shared by the test modules: each start loads
+    about twenty models, a minute on two cores."""
     server = start_server(model_repository, None)
     yield server
     server.stop()

@@ -50,9 +50,8 @@ def generate(module, server, prompt=PROMPT, seed=0, **extra) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def server(model_repository):
-    with TritonServer(model_repository) as running:  # every model: FLUX, and the ObjectClear/SAM 3 engines' callers
-        yield running
+def server(default_server):
+    return default_server  # every model: FLUX, and the ObjectClear/SAM 3 callers of the Fill engine
 
 
 @pytest.fixture(scope="module")

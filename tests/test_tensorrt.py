@@ -16,7 +16,7 @@ from pipelines.ort import ort_session  # noqa: E402
 def test_vae_decoder_engine_matches_onnx_runtime(model_repository, tmp_path):
     onnx_path = model_repository / "objectclear_vae_decoder" / "1" / "model.onnx"
     plan = build_engine(onnx_path, tmp_path / "model.plan", objectclear_profiles("objectclear_vae_decoder", 256, 0, 0),
-                        fp16=False)
+                        precision="fp32")
     runtime = tensorrt.Runtime(tensorrt.Logger(tensorrt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan.read_bytes())
     context = engine.create_execution_context()
