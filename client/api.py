@@ -1,11 +1,16 @@
 """A small library over the official Triton clients (HTTP or gRPC, sync or asyncio) for the repository's public
-models: objectclear_inpaint, remove_object, sam3_segment and flux_generate (interfaces pinned in PRODUCT.md).
+models: objectclear_inpaint, remove_object, sam3_segment, flux_generate and flux_fill_inpaint (interfaces pinned in
+PRODUCT.md).
 
     with Client("127.0.0.1:8000") as client:                 # or Client("127.0.0.1:8001", "grpc")
         result = client.remove(open("photo.jpg", "rb").read(), "the cup", seed=42)
+        png = client.generate("a red bicycle", seed=7, width=768, height=512, steps=4)
 
     async with AsyncClient("127.0.0.1:8001", "grpc") as client:
-        result = await client.inpaint(image, mask)
+        result = await client.inpaint(image, mask, engine="flux_fill")
+
+Optional settings (steps, guidance_scale, width, height, engine, a fill prompt) are sent only when given; left out,
+the server uses its preset's value.
 
 Errors come as ClientError subclasses: ServerUnavailable (nothing answers at the URL), ModelNotReady (the model is
 not loaded or not ready), InvalidInput (the server rejected the request with INVALID_ARG; its message names the
@@ -81,7 +86,7 @@ class _Requests:
 
     def _input(self, name: str, value, datatype: str):
         if datatype == "BYTES":
-            array = np.array([value], dtype=np.object_)
+            array = np.array([value.encode() if isinstance(value, str) else value], dtype=np.object_)
         else:
             array = np.asarray(value, dtype=DTYPES[datatype])
             array = array.reshape(1) if array.ndim == 0 else array
@@ -89,29 +94,39 @@ class _Requests:
         tensor.set_data_from_numpy(array)
         return tensor
 
-    def _inpaint_request(self, image: bytes, mask: bytes, seed: int, steps: int | None,
-                         guidance_scale: float | None):
-        inputs = [self._input("IMAGE", image, "BYTES"), self._input("MASK", mask, "BYTES"),
-                  self._input("SEED", seed, "INT64")]
-        if steps is not None:
-            inputs.append(self._input("STEPS", steps, "INT32"))
-        if guidance_scale is not None:
-            inputs.append(self._input("GUIDANCE_SCALE", guidance_scale, "FP32"))
-        return "objectclear_inpaint", inputs, ["IMAGE", "MASK"]
+    def _inputs(self, *tensors) -> list:
+        """(name, value, datatype) each; a value of None leaves that optional input out (the server's default)."""
+        return [self._input(name, value, datatype) for name, value, datatype in tensors if value is not None]
 
-    def _remove_request(self, image: bytes, prompt: str, seed: int):
-        inputs = [self._input("IMAGE", image, "BYTES"), self._input("PROMPT", prompt.encode(), "BYTES"),
-                  self._input("SEED", seed, "INT64")]
+    def _masked_request(self, model: str, image: bytes, mask: bytes, seed: int, steps: int | None,
+                        guidance_scale: float | None, *extra):
+        inputs = self._inputs(("IMAGE", image, "BYTES"), ("MASK", mask, "BYTES"), ("SEED", seed, "INT64"),
+                              ("STEPS", steps, "INT32"), ("GUIDANCE_SCALE", guidance_scale, "FP32"), *extra)
+        return model, inputs, ["IMAGE", "MASK"]
+
+    def _inpaint_request(self, image, mask, seed, steps, guidance_scale, engine: str | None):
+        return self._masked_request("objectclear_inpaint", image, mask, seed, steps, guidance_scale,
+                                    ("ENGINE", engine, "BYTES"))
+
+    def _fill_request(self, image, mask, seed, steps, guidance_scale, prompt: str | None):
+        return self._masked_request("flux_fill_inpaint", image, mask, seed, steps, guidance_scale,
+                                    ("PROMPT", prompt, "BYTES"))
+
+    def _remove_request(self, image: bytes, prompt: str, seed: int, engine: str | None):
+        inputs = self._inputs(("IMAGE", image, "BYTES"), ("PROMPT", prompt, "BYTES"), ("SEED", seed, "INT64"),
+                              ("ENGINE", engine, "BYTES"))
         return "remove_object", inputs, ["IMAGE", "MASK"]
 
     def _segment_request(self, image: bytes, prompt: str, boxes=None):
-        inputs = [self._input("IMAGE", image, "BYTES"), self._input("PROMPT", prompt.encode(), "BYTES")]
-        if boxes is not None and len(boxes):
-            inputs.append(self._input("BOXES", np.asarray(boxes, np.float32).reshape(-1, 4), "FP32"))
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) if boxes is not None and len(boxes) else None
+        inputs = self._inputs(("IMAGE", image, "BYTES"), ("PROMPT", prompt, "BYTES"), ("BOXES", boxes, "FP32"))
         return "sam3_segment", inputs, ["MASKS", "BOXES", "SCORES"]
 
-    def _generate_request(self, prompt: str, seed: int):
-        inputs = [self._input("PROMPT", prompt.encode(), "BYTES"), self._input("SEED", seed, "INT64")]
+    def _generate_request(self, prompt: str, seed: int, width: int | None, height: int | None, steps: int | None,
+                          guidance_scale: float | None):
+        inputs = self._inputs(("PROMPT", prompt, "BYTES"), ("SEED", seed, "INT64"), ("WIDTH", width, "INT32"),
+                              ("HEIGHT", height, "INT32"), ("STEPS", steps, "INT32"),
+                              ("GUIDANCE_SCALE", guidance_scale, "FP32"))
         return "flux_generate", inputs, ["IMAGE"]
 
     @staticmethod
@@ -169,17 +184,26 @@ class Client(_Requests):
         return self._outputs(result, outputs)
 
     def inpaint(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
-                guidance_scale: float | None = None) -> InpaintResult:
-        return self._images(self._infer(*self._inpaint_request(image, mask, seed, steps, guidance_scale)))
+                guidance_scale: float | None = None, engine: str | None = None) -> InpaintResult:
+        """objectclear_inpaint; engine "objectclear" or "flux_fill" (FLUX.1 Fill via flux_fill_inpaint)."""
+        return self._images(self._infer(*self._inpaint_request(image, mask, seed, steps, guidance_scale, engine)))
 
-    def remove(self, image: bytes, prompt: str, seed: int = 0) -> RemoveResult:
-        return self._images(self._infer(*self._remove_request(image, prompt, seed)))
+    def fill(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
+             guidance_scale: float | None = None, prompt: str | None = None) -> InpaintResult:
+        """flux_fill_inpaint: FLUX.1 Fill paints the white part of the mask, guided by prompt."""
+        return self._images(self._infer(*self._fill_request(image, mask, seed, steps, guidance_scale, prompt)))
+
+    def remove(self, image: bytes, prompt: str, seed: int = 0, engine: str | None = None) -> RemoveResult:
+        return self._images(self._infer(*self._remove_request(image, prompt, seed, engine)))
 
     def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
         return self._segments(self._infer(*self._segment_request(image, prompt, boxes)))
 
-    def generate(self, prompt: str, seed: int = 0) -> bytes:
-        return self._infer(*self._generate_request(prompt, seed))["IMAGE"].reshape(-1)[0]
+    def generate(self, prompt: str, seed: int = 0, width: int | None = None, height: int | None = None,
+                 steps: int | None = None, guidance_scale: float | None = None) -> bytes:
+        """flux_generate: a PNG. Sizes are rounded down to a multiple of 16 by the server."""
+        request = self._generate_request(prompt, seed, width, height, steps, guidance_scale)
+        return self._infer(*request)["IMAGE"].reshape(-1)[0]
 
 
 class AsyncClient(_Requests):
@@ -223,14 +247,21 @@ class AsyncClient(_Requests):
         return self._outputs(result, outputs)
 
     async def inpaint(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
-                      guidance_scale: float | None = None) -> InpaintResult:
-        return self._images(await self._infer(*self._inpaint_request(image, mask, seed, steps, guidance_scale)))
+                      guidance_scale: float | None = None, engine: str | None = None) -> InpaintResult:
+        request = self._inpaint_request(image, mask, seed, steps, guidance_scale, engine)
+        return self._images(await self._infer(*request))
 
-    async def remove(self, image: bytes, prompt: str, seed: int = 0) -> RemoveResult:
-        return self._images(await self._infer(*self._remove_request(image, prompt, seed)))
+    async def fill(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
+                   guidance_scale: float | None = None, prompt: str | None = None) -> InpaintResult:
+        return self._images(await self._infer(*self._fill_request(image, mask, seed, steps, guidance_scale, prompt)))
+
+    async def remove(self, image: bytes, prompt: str, seed: int = 0, engine: str | None = None) -> RemoveResult:
+        return self._images(await self._infer(*self._remove_request(image, prompt, seed, engine)))
 
     async def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
         return self._segments(await self._infer(*self._segment_request(image, prompt, boxes)))
 
-    async def generate(self, prompt: str, seed: int = 0) -> bytes:
-        return (await self._infer(*self._generate_request(prompt, seed)))["IMAGE"].reshape(-1)[0]
+    async def generate(self, prompt: str, seed: int = 0, width: int | None = None, height: int | None = None,
+                       steps: int | None = None, guidance_scale: float | None = None) -> bytes:
+        request = self._generate_request(prompt, seed, width, height, steps, guidance_scale)
+        return (await self._infer(*request))["IMAGE"].reshape(-1)[0]

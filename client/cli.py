@@ -1,15 +1,18 @@
 """Command line for the repository's public models on a running Triton server.
 
-    python -m client inpaint photo.jpg mask.png [--seed 42] [--preset quality]
+    python -m client inpaint photo.jpg mask.png [--seed 42] [--preset quality] [--engine flux_fill]
     python -m client inpaint photos/ masks/ --concurrency 2          # masks/<same stem>.png, or one mask for all
+    python -m client fill photo.jpg mask.png --prompt "a vase"        # flux_fill_inpaint (FLUX.1 Fill); folders too
     python -m client remove photo.jpg --prompt "the cup"              # or a folder: photos/ --concurrency 4
     python -m client segment photo.jpg --prompt "cup" [--box 130 40 470 330]
-    python -m client generate --prompt "a red bicycle" --seed 7
+    python -m client generate --prompt "a red bicycle" --seed 7 [--width 768 --height 512 --steps 4] [--preset quality]
 
 Every command takes --url (default 127.0.0.1:8000 for http, :8001 for grpc) and --protocol http|grpc. Results go
-next to the input (photo.removed.png, photo.inpainted.png, photo.segment.png + .json) or to --out (a file for one
-image, a folder for a folder). Exit codes: 0 done, 1 other failure, 2 server down, 3 model not loaded or not ready,
-4 the server rejected the input (INVALID_ARG, its message is printed).
+next to the input (photo.removed.png, photo.inpainted.png, photo.filled.png, photo.segment.png + .json) or to --out
+(a file for one image, a folder for a folder). --preset makes one request use that preset's values, read from
+model_repository/<model>/configs/<preset>.pbtxt (explicit flags win); without it and without flags the server's own
+preset decides. Exit codes: 0 done, 1 other failure, 2 server down, 3 model not loaded or not ready, 4 the server
+rejected the input (INVALID_ARG, its message is printed).
 """
 from __future__ import annotations
 
@@ -25,13 +28,30 @@ from pathlib import Path
 import numpy as np
 
 from client.api import Client, ClientError
+from server.launcher import PRESETS, preset_parameters
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-OUTPUT_TAGS = (".inpainted", ".removed", ".segment", ".mask")  # files we wrote: never inputs of a folder run
+OUTPUT_TAGS = (".inpainted", ".filled", ".removed", ".segment", ".mask")  # files we wrote: never folder-run inputs
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
-# Per-request STEPS / GUIDANCE_SCALE of each server preset (model_repository/objectclear_inpaint/configs). The
-# short side is server-wide; --preset here only makes one request behave like that preset's denoising loop.
-PRESETS = {"quality": (20, 2.5), "balanced": (8, 2.0), "ultra_fast": (4, 1.5), "low_memory": (6, 1.8)}
+ENGINES = ("objectclear", "flux_fill")  # ENGINE of objectclear_inpaint and remove_object
+FILL_MODEL = "flux_fill_inpaint"  # what ENGINE flux_fill calls through BLS
+# The preset parameters a request can override (config key = CLI dest = Client keyword), and their types. Others
+# (short_side, pixels) are server-wide: --preset only makes one request behave like that preset's loop.
+DENOISING = {"steps": int, "guidance_scale": float}
+GENERATING = {"width": int, "height": int, **DENOISING}
+
+
+def with_engine(model: str, engine: str | None) -> list[str]:
+    """The models a request to `model` with this ENGINE needs loaded: checked up front for a clear exit code 3."""
+    return [model, FILL_MODEL] if engine == "flux_fill" else [model]
+
+
+def request_settings(args: argparse.Namespace, model: str, names: dict[str, type]) -> dict:
+    """Each setting: its flag if given, else the --preset's value in `model`'s config, else None (left out of the
+    request, so the server's preset decides)."""
+    preset = preset_parameters(args.preset, model) if args.preset else {}
+    return {name: getattr(args, name) if getattr(args, name) is not None
+            else cast(preset[name]) if name in preset else None for name, cast in names.items()}
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -54,8 +74,8 @@ class Runner:
     """Runs one job per image on a thread pool, each thread with its own client (tritonclient's HTTP client is not
     thread-safe), with a progress bar and per-image timing. Returns the exit code."""
 
-    def __init__(self, args: argparse.Namespace, model: str):
-        self.args, self.model = args, model
+    def __init__(self, args: argparse.Namespace, *models: str):
+        self.args, self.models = args, models
         self.local = threading.local()
         self.clients: list[Client] = []
         self.lock = threading.Lock()
@@ -69,7 +89,8 @@ class Runner:
 
     def run(self, jobs: list[tuple[Path, callable]]) -> int:
         try:
-            self.client().check(self.model)  # server down / model missing: one message, before any work
+            for model in self.models:  # server down / model missing: one message, before any work
+                self.client().check(model)
             return self._run(jobs)
         except ClientError as error:
             print(f"error: {error}", file=sys.stderr)
@@ -110,9 +131,13 @@ class Runner:
 
 
 def cmd_inpaint(args) -> int:
-    steps, guidance = PRESETS[args.preset] if args.preset else (None, None)
-    steps = args.steps if args.steps is not None else steps
-    guidance = args.guidance_scale if args.guidance_scale is not None else guidance
+    """inpaint (objectclear_inpaint, either engine) and fill (flux_fill_inpaint): an image or folder, and masks."""
+    if args.command == "fill":
+        models, method, tag, extra = [FILL_MODEL], "fill", "filled", {"prompt": args.prompt}
+    else:
+        models, method, tag = with_engine("objectclear_inpaint", args.engine), "inpaint", "inpainted"
+        extra = {"engine": args.engine}
+    settings = dict(request_settings(args, models[-1], DENOISING), **extra)  # --preset: the engine's own config
     folder_run = args.image.is_dir()
     sources = images_in(args.image) if folder_run else [args.image]
 
@@ -127,12 +152,12 @@ def cmd_inpaint(args) -> int:
 
     def job(source: Path):
         def work(client: Client) -> list[Path]:
-            result = client.inpaint(source.read_bytes(), mask_for(source).read_bytes(), seed=args.seed,
-                                    steps=steps, guidance_scale=guidance)
-            return write_pair(result, output_path(source, "inpainted", args.out, folder_run), args.save_mask)
+            result = getattr(client, method)(source.read_bytes(), mask_for(source).read_bytes(), seed=args.seed,
+                                             **settings)
+            return write_pair(result, output_path(source, tag, args.out, folder_run), args.save_mask)
         return source, work
 
-    return Runner(args, "objectclear_inpaint").run([job(s) for s in sources])
+    return Runner(args, *models).run([job(s) for s in sources])
 
 
 def cmd_remove(args) -> int:
@@ -141,11 +166,11 @@ def cmd_remove(args) -> int:
 
     def job(source: Path):
         def work(client: Client) -> list[Path]:
-            result = client.remove(source.read_bytes(), args.prompt, seed=args.seed)
+            result = client.remove(source.read_bytes(), args.prompt, seed=args.seed, engine=args.engine)
             return write_pair(result, output_path(source, "removed", args.out, folder_run), args.save_mask)
         return source, work
 
-    return Runner(args, "remove_object").run([job(s) for s in sources])
+    return Runner(args, *with_engine("remove_object", args.engine)).run([job(s) for s in sources])
 
 
 def cmd_segment(args) -> int:
@@ -174,10 +199,11 @@ def cmd_segment(args) -> int:
 def cmd_generate(args) -> int:
     slug = re.sub(r"[^a-z0-9]+", "-", args.prompt.lower()).strip("-")[:40] or "generated"
     target = args.out or Path(f"{slug}.{args.seed}.png")
+    settings = request_settings(args, "flux_generate", GENERATING)
 
     def work(client: Client) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(client.generate(args.prompt, seed=args.seed))
+        target.write_bytes(client.generate(args.prompt, seed=args.seed, **settings))
         return [target]
 
     return Runner(args, "flux_generate").run([(Path(f"prompt {args.prompt!r}"), work)])
@@ -204,18 +230,27 @@ def parser() -> argparse.ArgumentParser:
     batch = argparse.ArgumentParser(add_help=False)
     batch.add_argument("--concurrency", "-j", type=int, default=1, help="requests in flight for a folder")
     batch.add_argument("--save-mask", action="store_true", help="also write the removed region, <out>.mask.png")
+    engine = argparse.ArgumentParser(add_help=False)
+    engine.add_argument("--engine", choices=ENGINES, help="inpainting engine (default: the server preset's)")
+    denoising = argparse.ArgumentParser(add_help=False)
+    denoising.add_argument("--preset", choices=PRESETS, help="that preset's values for this request (from its config)")
+    denoising.add_argument("--steps", type=int)
+    denoising.add_argument("--guidance-scale", type=float)
 
     top = argparse.ArgumentParser(prog="python -m client", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("inpaint", parents=[common, seeded, batch], help="objectclear_inpaint with a given mask")
+    masked = [common, seeded, batch, denoising]
+    p = sub.add_parser("inpaint", parents=[*masked, engine], help="objectclear_inpaint with a given mask")
     p.add_argument("image", type=Path, help="an image, or a folder of images")
     p.add_argument("mask", type=Path, help="a mask (white = remove), or a folder with a mask per image stem")
-    p.add_argument("--preset", choices=PRESETS, help="that preset's steps and guidance for this request")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--guidance-scale", type=float)
     p.set_defaults(func=cmd_inpaint)
-    p = sub.add_parser("remove", parents=[common, seeded, batch], help="remove_object: text prompt -> removed")
+    p = sub.add_parser("fill", parents=masked, help="flux_fill_inpaint (FLUX.1 Fill) with a given mask")
+    p.add_argument("image", type=Path, help="an image, or a folder of images")
+    p.add_argument("mask", type=Path, help="a mask (white = fill), or a folder with a mask per image stem")
+    p.add_argument("--prompt", help="what to paint in (default: the server preset's, empty)")
+    p.set_defaults(func=cmd_inpaint)
+    p = sub.add_parser("remove", parents=[common, seeded, batch, engine], help="remove_object: text prompt -> removed")
     p.add_argument("image", type=Path, help="an image, or a folder of images")
     p.add_argument("--prompt", required=True, help="what to remove")
     p.set_defaults(func=cmd_remove)
@@ -225,8 +260,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
                    help="a box prompt in pixels; repeat for more")
     p.set_defaults(func=cmd_segment, concurrency=1)
-    p = sub.add_parser("generate", parents=[common, seeded], help="flux_generate: text -> image")
+    p = sub.add_parser("generate", parents=[common, seeded, denoising], help="flux_generate: text -> image")
     p.add_argument("--prompt", required=True)
+    p.add_argument("--width", type=int, help="pixels, rounded down to a multiple of 16 by the server")
+    p.add_argument("--height", type=int)
     p.set_defaults(func=cmd_generate, concurrency=1)
     return top
 

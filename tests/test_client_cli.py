@@ -1,6 +1,8 @@
-"""The client CLI (python -m client) against a real tritonserver: HTTP and gRPC, a folder run, and its errors."""
+"""The client CLI (python -m client) and library against a real tritonserver: HTTP and gRPC, a folder run, FLUX
+generation and the Fill engine, --preset, and the errors."""
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -10,19 +12,25 @@ import pytest
 import skimage.data
 from PIL import Image
 
+import client.cli
+from client.api import AsyncClient, Client, InpaintResult, InvalidInput
 from client.cli import main
 from conftest import decode, png
-from server.launcher import REPO_ROOT, TritonServer
+from pipelines.flux import FILL_MODELS, GENERATE_MODELS
+from server.launcher import REPO_ROOT, TritonServer, preset_parameters
 
 pytestmark = pytest.mark.server
 OBJECTCLEAR = ["objectclear_inpaint", "objectclear_unet", "objectclear_vae_encoder", "objectclear_vae_decoder",
                "objectclear_object_encoder"]
+FLUX = list(dict.fromkeys(["flux_generate", "flux_fill_inpaint", *GENERATE_MODELS.values(), *FILL_MODELS.values()]))
+PROMPT = "a red bicycle"
 
 
 @pytest.fixture(scope="module")
 def server(model_repository):
-    """Only the ObjectClear models, with the fastest preset: this file tests the client, not the pipeline."""
-    with TritonServer(model_repository, preset="ultra_fast", models=OBJECTCLEAR) as running:
+    """ObjectClear and FLUX (generation, Fill) with the fastest preset; not remove_object/SAM 3: this file tests
+    the client, not the pipelines."""
+    with TritonServer(model_repository, preset="ultra_fast", models=OBJECTCLEAR + FLUX) as running:
         yield running
 
 
@@ -101,3 +109,99 @@ def test_bad_input_is_exit_code_4_with_the_servers_message(server, tmp_path, pro
     assert code == 4
     assert "MASK" in capsys.readouterr().err
     assert not (tmp_path / "coffee.inpainted.png").exists()
+
+
+# -- FLUX: generate, the Fill engine and the fill command ----------------------------------------------------------
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_generate_writes_the_png_a_library_call_returns(server, tmp_path, protocol, capsys):
+    out = tmp_path / "bicycle.png"
+    code = main(["generate", "--prompt", PROMPT, "--seed", "7", "--width", "256", "--height", "256", "--steps", "1",
+                 "--out", str(out), "--url", url(server, protocol), "--protocol", protocol])
+    assert code == 0, capsys.readouterr().err
+    with Client(url(server, protocol), protocol) as library:
+        expected = library.generate(PROMPT, seed=7, width=256, height=256, steps=1)
+    assert decode(out.read_bytes()).shape == (256, 256, 3)
+    assert out.read_bytes() == expected
+
+    async def generate_async():
+        async with AsyncClient(url(server, protocol), protocol) as library:
+            return await library.generate(PROMPT, seed=7, width=256, height=256, steps=1)
+
+    assert asyncio.run(generate_async()) == expected
+
+
+def test_inpaint_with_the_flux_fill_engine_and_the_fill_command(server, tmp_path, capsys):
+    image, mask, size = write_pair(tmp_path, "coffee", skimage.data.coffee())
+    engine_out, fill_out = tmp_path / "engine.png", tmp_path / "fill.png"
+    code = main(["inpaint", str(image), str(mask), "--engine", "flux_fill", "--steps", "1", "--seed", "3",
+                 "--out", str(engine_out), "--url", server.http_url])
+    assert code == 0, capsys.readouterr().err
+    filled = decode(engine_out.read_bytes())
+    assert filled.shape == (*size, 3)
+    with Client(server.http_url) as library:
+        objectclear = decode(library.inpaint(image.read_bytes(), mask.read_bytes(), seed=3, steps=1).image)
+    assert np.abs(filled.astype(int) - objectclear).max() > 10  # another engine, not ObjectClear's picture
+    # the fill command calls flux_fill_inpaint itself: the same model, seed and steps give the same picture
+    code = main(["fill", str(image), str(mask), "--steps", "1", "--seed", "3", "--out", str(fill_out),
+                 "--url", server.grpc_url, "--protocol", "grpc"])
+    assert code == 0, capsys.readouterr().err
+    assert np.array_equal(decode(fill_out.read_bytes()), filled)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_unknown_engine_is_invalid_input_naming_engine(server, tmp_path, protocol):
+    image, mask, _ = write_pair(tmp_path, "coffee", skimage.data.coffee())
+    with Client(url(server, protocol), protocol) as library, pytest.raises(InvalidInput, match="ENGINE") as error:
+        library.inpaint(image.read_bytes(), mask.read_bytes(), engine="nope")
+    assert error.value.exit_code == 4
+
+
+class RecordingClient:
+    """Stands in for client.api.Client: records the models checked and each call's keyword arguments."""
+    checked: list[str] = []
+    calls: list[tuple[str, dict]] = []
+
+    def __init__(self, *args):
+        pass
+
+    def check(self, model):
+        self.checked.append(model)
+
+    def close(self):
+        pass
+
+    def __getattr__(self, method):
+        def call(*args, **kwargs):
+            self.calls.append((method, kwargs))
+            return b"png" if method == "generate" else InpaintResult(b"png", b"png")
+        return call
+
+
+def test_preset_fills_what_the_flags_leave_out_from_that_models_config(tmp_path, monkeypatch):
+    """No server: --preset reads the configs (for the engine's own model), explicit flags win, and without either
+    nothing is sent (the server's preset decides)."""
+    monkeypatch.setattr(client.cli, "Client", RecordingClient)
+    monkeypatch.setattr(RecordingClient, "checked", [])
+    monkeypatch.setattr(RecordingClient, "calls", [])
+    image, mask, _ = write_pair(tmp_path, "coffee", skimage.data.coffee())
+    quality = {model: preset_parameters("quality", model)
+               for model in ("flux_generate", "objectclear_inpaint", "flux_fill_inpaint")}
+    inpaint = ["inpaint", str(image), str(mask), "--out", str(tmp_path / "out.png"), "-q"]
+    assert main(["generate", "--prompt", PROMPT, "--out", str(tmp_path / "g.png"), "--preset", "quality",
+                 "--steps", "2", "-q"]) == 0
+    assert main([*inpaint, "--preset", "quality"]) == 0
+    assert main([*inpaint, "--preset", "quality", "--engine", "flux_fill", "--guidance-scale", "7"]) == 0
+    assert main(inpaint) == 0
+    assert RecordingClient.calls == [
+        ("generate", dict(seed=0, width=int(quality["flux_generate"]["width"]),
+                          height=int(quality["flux_generate"]["height"]), steps=2,
+                          guidance_scale=float(quality["flux_generate"]["guidance_scale"]))),
+        ("inpaint", dict(seed=0, steps=int(quality["objectclear_inpaint"]["steps"]),
+                         guidance_scale=float(quality["objectclear_inpaint"]["guidance_scale"]), engine=None)),
+        ("inpaint", dict(seed=0, steps=int(quality["flux_fill_inpaint"]["steps"]), guidance_scale=7.0,
+                         engine="flux_fill")),
+        ("inpaint", dict(seed=0, steps=None, guidance_scale=None, engine=None)),
+    ]
+    assert quality["objectclear_inpaint"]["steps"] != quality["flux_fill_inpaint"]["steps"]  # the engine matters
+    assert RecordingClient.checked == ["flux_generate", "objectclear_inpaint", "objectclear_inpaint",
+                                       "flux_fill_inpaint", "objectclear_inpaint"]
