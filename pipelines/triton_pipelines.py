@@ -6,11 +6,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import triton_python_backend_utils as pb_utils
 from transformers import Sam3Processor
 
 from pipelines import flux, objectclear, sam3
-from pipelines.imaging import InputError
-from pipelines.triton_io import BlsComponent, forward, optional_scalar, optional_text
+from pipelines.imaging import InputError, decode_image, encode_png
+from pipelines.triton_io import BlsComponent, bytes_input, bytes_output, forward, optional_scalar, optional_text
 from pipelines.triton_onnx import config_parameters
 
 OBJECTCLEAR_OUTPUTS = {"unet": ["noise_pred", "obj_attn"], "vae_encoder": ["latent_mean", "latent_logvar"],
@@ -82,6 +83,16 @@ def request_fill_settings(request, preset: flux.FillSettings) -> flux.FillSettin
 # inpainting engines of objectclear_inpaint and remove_object: this process's ObjectClear, or the Fill model via BLS
 ENGINES = {"objectclear": None, "flux_fill": "flux_fill_inpaint"}
 FORWARDED_INPUTS = ["SEED", "STEPS", "GUIDANCE_SCALE"]
+
+
+def inpaint_response(request, inpainter, settings):
+    """IMAGE + MASK (+ SEED) of an inpainting request through `inpainter` (ObjectClear or Fill) -> IMAGE, MASK."""
+    image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
+    mask = decode_image(bytes_input(request, "MASK"), "MASK", mode="L")
+    seed = int(optional_scalar(request, "SEED", 0))
+    result, region = inpainter(image, mask, seed, settings, cancelled=request.is_cancelled)
+    return pb_utils.InferenceResponse([bytes_output("IMAGE", encode_png(result)),
+                                       bytes_output("MASK", encode_png(region))])
 
 
 def request_engine(request, default: str) -> str:
