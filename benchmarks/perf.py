@@ -27,14 +27,18 @@ import skimage.data
 from PIL import Image, ImageDraw
 
 from client.demo import png
+from pipelines import flux, objectclear, sam3
 from server.launcher import REPO_ROOT, PRESETS, TritonServer
 
 DEFAULT_BINARY = REPO_ROOT / "artifacts" / "perf_analyzer" / "perf_analyzer"
 PHOTOS = {"coffee": "the cup", "chelsea": "the cat", "astronaut": "the helmet", "rocket": "the rocket"}
-OBJECTCLEAR = ["objectclear_inpaint", "objectclear_unet", "objectclear_vae_encoder", "objectclear_vae_decoder",
-               "objectclear_object_encoder"]
-# The models each public model needs loaded; None: the whole repository.
-NEEDS = {"objectclear_inpaint": OBJECTCLEAR, "remove_object": None, "sam3_segment": None, "flux_generate": None}
+# The models each public model needs loaded (itself and the networks it calls); None: the whole repository
+# (remove_object also reaches flux_fill_inpaint when a request asks for that engine).
+NEEDS = {"objectclear_inpaint": ["objectclear_inpaint", *objectclear.COMPONENT_MODELS.values()],
+         "sam3_segment": ["sam3_segment", *sam3.COMPONENT_MODELS.values()],
+         "flux_generate": ["flux_generate", *flux.GENERATE_MODELS.values()],
+         "flux_fill_inpaint": ["flux_fill_inpaint", *flux.FILL_MODELS.values()],
+         "remove_object": None}
 
 
 def tensor_bytes(data: bytes) -> dict:
@@ -59,7 +63,7 @@ def input_data(model: str, max_side: int | None = None, seed: int = 0) -> dict:
     for name, prompt in PHOTOS.items():
         image, mask = photo(name, max_side)
         row = {"IMAGE": tensor_bytes(png(image)), "PROMPT": tensor_bytes(prompt.encode()), "SEED": [seed]}
-        if model == "objectclear_inpaint":
+        if model in ("objectclear_inpaint", "flux_fill_inpaint"):
             row = {"IMAGE": row["IMAGE"], "MASK": tensor_bytes(png(mask)), "SEED": [seed]}
         elif model == "sam3_segment":
             del row["SEED"]
