@@ -24,13 +24,18 @@ def config_parameters(model_config: dict) -> dict[str, str]:
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        parameters = config_parameters(config)
-        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.session = ort_session(path, threads=int(parameters.get("intra_op_threads", "0")),
-                                   memory_arena=parameters.get("memory_arena", "true") == "true")
-        self.input_ranks = {i.name: len(i.shape) for i in self.session.get_inputs()}
         self.output_names = [o["name"] for o in config["output"]]
         self.batching = config.get("max_batch_size", 0) > 0  # else the graph's first axis is not a batch axis
+        self.input_ranks = self.load(Path(args["model_repository"]) / args["model_version"], config_parameters(config))
+
+    def load(self, folder: Path, parameters: dict[str, str]) -> dict[str, int]:
+        """Open the network; -> its input names and ranks. (Another runtime overrides this and `run`.)"""
+        self.session = ort_session(folder / "model.onnx", threads=int(parameters.get("intra_op_threads", "0")),
+                                   memory_arena=parameters.get("memory_arena", "true") == "true")
+        return {i.name: len(i.shape) for i in self.session.get_inputs()}
+
+    def run(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.output_names, batch)
 
     def execute(self, requests):
         inputs = [self._read(request) for request in requests]
@@ -42,7 +47,7 @@ class TritonPythonModel:
         for members in groups.values():
             batch = {name: np.concatenate([inputs[i][name] for i in members]) for name in inputs[members[0]]}
             try:
-                outputs = self.session.run(self.output_names, batch)
+                outputs = self.run(batch)
             except Exception as error:  # a shape the graph cannot take: fail these requests, keep serving
                 for i in members:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))

@@ -6,6 +6,7 @@ for it we assemble a backend directory holding the library plus the stub that ma
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -48,11 +49,12 @@ def free_port() -> int:
 
 
 def _pytriton_root() -> Path | None:
-    try:
-        import pytriton
-    except ImportError:
+    """The server inside the nvidia-pytriton wheel, found without importing pytriton (whose own dependencies we
+    do not need, and which a bare environment may lack)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    root = Path(pytriton.__file__).parent / "tritonserver"
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
     return root if (root / "bin" / "tritonserver").exists() else None
 
 
