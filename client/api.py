@@ -112,8 +112,10 @@ class _Requests:
         return self._masked_request("flux_fill_inpaint", image, mask, seed, steps, guidance_scale,
                                     ("PROMPT", prompt, "BYTES"))
 
-    def _remove_request(self, image: bytes, prompt: str, seed: int, engine: str | None):
+    def _remove_request(self, image: bytes, prompt: str, seed: int, steps: int | None, guidance_scale: float | None,
+                        engine: str | None):
         inputs = self._inputs(("IMAGE", image, "BYTES"), ("PROMPT", prompt, "BYTES"), ("SEED", seed, "INT64"),
+                              ("STEPS", steps, "INT32"), ("GUIDANCE_SCALE", guidance_scale, "FP32"),
                               ("ENGINE", engine, "BYTES"))
         return "remove_object", inputs, ["IMAGE", "MASK"]
 
@@ -193,8 +195,9 @@ class Client(_Requests):
         """flux_fill_inpaint: FLUX.1 Fill paints the white part of the mask, guided by prompt."""
         return self._images(self._infer(*self._fill_request(image, mask, seed, steps, guidance_scale, prompt)))
 
-    def remove(self, image: bytes, prompt: str, seed: int = 0, engine: str | None = None) -> RemoveResult:
-        return self._images(self._infer(*self._remove_request(image, prompt, seed, engine)))
+    def remove(self, image: bytes, prompt: str, seed: int = 0, steps: int | None = None,
+               guidance_scale: float | None = None, engine: str | None = None) -> RemoveResult:
+        return self._images(self._infer(*self._remove_request(image, prompt, seed, steps, guidance_scale, engine)))
 
     def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
         return self._segments(self._infer(*self._segment_request(image, prompt, boxes)))
@@ -255,8 +258,10 @@ class AsyncClient(_Requests):
                    guidance_scale: float | None = None, prompt: str | None = None) -> InpaintResult:
         return self._images(await self._infer(*self._fill_request(image, mask, seed, steps, guidance_scale, prompt)))
 
-    async def remove(self, image: bytes, prompt: str, seed: int = 0, engine: str | None = None) -> RemoveResult:
-        return self._images(await self._infer(*self._remove_request(image, prompt, seed, engine)))
+    async def remove(self, image: bytes, prompt: str, seed: int = 0, steps: int | None = None,
+                     guidance_scale: float | None = None, engine: str | None = None) -> RemoveResult:
+        return self._images(await self._infer(*self._remove_request(image, prompt, seed, steps, guidance_scale,
+                                                                     engine)))
 
     async def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
         return self._segments(await self._infer(*self._segment_request(image, prompt, boxes)))

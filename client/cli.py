@@ -3,7 +3,7 @@
     python -m client inpaint photo.jpg mask.png [--seed 42] [--preset quality] [--engine flux_fill]
     python -m client inpaint photos/ masks/ --concurrency 2          # masks/<same stem>.png, or one mask for all
     python -m client fill photo.jpg mask.png --prompt "a vase"        # flux_fill_inpaint (FLUX.1 Fill); folders too
-    python -m client remove photo.jpg --prompt "the cup"              # or a folder: photos/ --concurrency 4
+    python -m client remove photo.jpg --prompt "the cup" [--preset ultra_fast] [--engine flux_fill]  # or photos/
     python -m client segment photo.jpg --prompt "cup" [--box 130 40 470 330]
     python -m client generate --prompt "a red bicycle" --seed 7 [--width 768 --height 512 --steps 4] [--preset quality]
 
@@ -161,16 +161,18 @@ def cmd_inpaint(args) -> int:
 
 
 def cmd_remove(args) -> int:
+    models = with_engine("remove_object", args.engine)
+    settings = request_settings(args, models[-1], DENOISING)  # --preset: the inpainting engine's own config
     folder_run = args.image.is_dir()
     sources = images_in(args.image) if folder_run else [args.image]
 
     def job(source: Path):
         def work(client: Client) -> list[Path]:
-            result = client.remove(source.read_bytes(), args.prompt, seed=args.seed, engine=args.engine)
+            result = client.remove(source.read_bytes(), args.prompt, seed=args.seed, engine=args.engine, **settings)
             return write_pair(result, output_path(source, "removed", args.out, folder_run), args.save_mask)
         return source, work
 
-    return Runner(args, *with_engine("remove_object", args.engine)).run([job(s) for s in sources])
+    return Runner(args, *models).run([job(s) for s in sources])
 
 
 def cmd_segment(args) -> int:
@@ -250,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("mask", type=Path, help="a mask (white = fill), or a folder with a mask per image stem")
     p.add_argument("--prompt", help="what to paint in (default: the server preset's, empty)")
     p.set_defaults(func=cmd_inpaint)
-    p = sub.add_parser("remove", parents=[common, seeded, batch, engine], help="remove_object: text prompt -> removed")
+    p = sub.add_parser("remove", parents=[*masked, engine], help="remove_object: text prompt -> removed")
     p.add_argument("image", type=Path, help="an image, or a folder of images")
     p.add_argument("--prompt", required=True, help="what to remove")
     p.set_defaults(func=cmd_remove)

@@ -185,13 +185,15 @@ def test_preset_fills_what_the_flags_leave_out_from_that_models_config(tmp_path,
     monkeypatch.setattr(RecordingClient, "calls", [])
     image, mask, _ = write_pair(tmp_path, "coffee", skimage.data.coffee())
     quality = {model: preset_parameters("quality", model)
-               for model in ("flux_generate", "objectclear_inpaint", "flux_fill_inpaint")}
+               for model in ("flux_generate", "objectclear_inpaint", "flux_fill_inpaint", "remove_object")}
     inpaint = ["inpaint", str(image), str(mask), "--out", str(tmp_path / "out.png"), "-q"]
     assert main(["generate", "--prompt", PROMPT, "--out", str(tmp_path / "g.png"), "--preset", "quality",
                  "--steps", "2", "-q"]) == 0
     assert main([*inpaint, "--preset", "quality"]) == 0
     assert main([*inpaint, "--preset", "quality", "--engine", "flux_fill", "--guidance-scale", "7"]) == 0
     assert main(inpaint) == 0
+    assert main(["remove", str(image), "--prompt", "the cup", "--out", str(tmp_path / "r.png"), "--preset", "quality",
+                 "-q"]) == 0
     assert RecordingClient.calls == [
         ("generate", dict(seed=0, width=int(quality["flux_generate"]["width"]),
                           height=int(quality["flux_generate"]["height"]), steps=2,
@@ -201,7 +203,9 @@ def test_preset_fills_what_the_flags_leave_out_from_that_models_config(tmp_path,
         ("inpaint", dict(seed=0, steps=int(quality["flux_fill_inpaint"]["steps"]), guidance_scale=7.0,
                          engine="flux_fill")),
         ("inpaint", dict(seed=0, steps=None, guidance_scale=None, engine=None)),
+        ("remove", dict(seed=0, engine=None, steps=int(quality["remove_object"]["steps"]),
+                        guidance_scale=float(quality["remove_object"]["guidance_scale"]))),
     ]
     assert quality["objectclear_inpaint"]["steps"] != quality["flux_fill_inpaint"]["steps"]  # the engine matters
     assert RecordingClient.checked == ["flux_generate", "objectclear_inpaint", "objectclear_inpaint",
-                                       "flux_fill_inpaint", "objectclear_inpaint"]
+                                       "flux_fill_inpaint", "objectclear_inpaint", "remove_object"]
