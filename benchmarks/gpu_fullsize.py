@@ -2,7 +2,7 @@
 
     # on the GPU machine, from the repository root, diffusers 0.42.1 unpacked from .whl/ into /tmp/site:
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.gpu_fullsize --out $OUT [--cuda-graphs]
+    PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.gpu_fullsize --out $OUT [--cuda-graphs] [--pipeline-on-device]
     # smoke test on a CPU (tiny configs, fp32; the numbers mean nothing):
     .venv/bin/python -m benchmarks.gpu_fullsize --small --out /tmp/gpu_small
 
@@ -160,8 +160,9 @@ class TorchComponent:
     like the served model's outputs. Keeps each call's wall time."""
 
     def __init__(self, module: torch.nn.Module, output_names: list[str], device: torch.device, dtype: torch.dtype,
-                 graphs: bool = False):
+                 graphs: bool = False, outputs_on_device: bool = False):
         self.module, self.output_names, self.device, self.dtype = module, output_names, device, dtype
+        self.outputs_on_device = outputs_on_device  # for a pipeline that runs on the device too
         self.seconds: list[float] = []
         self.graphs = {} if graphs else None  # input shapes -> (static inputs, replay, static outputs)
 
@@ -182,7 +183,10 @@ class TorchComponent:
                 replay()
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
-        result = {name: out.float().cpu() for name, out in zip(self.output_names, outputs)}
+        result = {name: out.float() if self.outputs_on_device else out.float().cpu()
+                  for name, out in zip(self.output_names, outputs)}
+        if self.outputs_on_device and self.device.type == "cuda":
+            torch.cuda.synchronize()  # so the per-call time is the network's, not the next host step's
         self.seconds.append(time.perf_counter() - start)
         return result
 
@@ -191,8 +195,10 @@ class Bench:
     """Device, repeats, time budget, and the results: appended to results.jsonl and re-rendered into results.md after
     every record."""
 
-    def __init__(self, out: Path, small: bool, repeats: int, budget_s: float, graphs: bool = False):
+    def __init__(self, out: Path, small: bool, repeats: int, budget_s: float, graphs: bool = False,
+                 pipeline_on_device: bool = False):
         self.out, self.small, self.repeats, self.budget_s, self.graphs = out, small, repeats, budget_s, graphs
+        self.pipeline_on_device = pipeline_on_device
         self.device = torch.device("cpu" if small else "cuda")
         self.cuda = self.device.type == "cuda"
         self.half = torch.float32 if small else torch.float16
@@ -301,7 +307,8 @@ def build_objectclear(bench: Bench, cfg: dict) -> dict[str, TorchComponent]:
         specs = component_specs(models)  # export wrappers; CLIP's text tower is dropped with `models`
     bench.sync()
     roles = {model: role for role, model in COMPONENT_MODELS.items()}
-    components = {roles[spec.name]: TorchComponent(module, spec.output_names, bench.device, bench.half, bench.graphs)
+    components = {roles[spec.name]: TorchComponent(module, spec.output_names, bench.device, bench.half, bench.graphs,
+                                                   bench.pipeline_on_device)
                   for spec, module in specs}
     del models, specs
     bench.free()
@@ -324,7 +331,7 @@ def objectclear_sections(bench: Bench, cfg: dict) -> None:
     conditioning = Conditioning(torch.randn(1, 77, cross_dim, generator=generator),
                                 torch.randn(1, cfg["pooled"], generator=generator), SCHEDULER_CONFIG,
                                 OBJECTCLEAR_SCALING, TOKEN_INDEX)
-    inpainter = ObjectClearInpainter(components, conditioning)
+    inpainter = ObjectClearInpainter(components, conditioning, bench.device if bench.pipeline_on_device else "cpu")
     image, mask, photo = photo_and_mask()
 
     def run_preset(preset: str) -> None:
@@ -501,6 +508,8 @@ def render_markdown(records: list[dict]) -> str:
              f"values), built on the device in half precision; PyTorch eager with SDPA attention, no torch.compile, "
              + ("every network call replayed as a CUDA graph captured per input shape (--cuda-graphs). "
                 if env.get("cuda_graphs") else "no CUDA graphs. ")
+             + ("ObjectClear's loop, fusion and resizing on the GPU too, the networks handing tensors over there "
+                "(--pipeline-on-device). " if env.get("pipeline_on_device") else "")
              + f"Precision: {env.get('dtypes', '?')}. Times are medians of {env.get('repeats', '?')} "
              f"after one warm-up, device synchronised; memory is torch.cuda.max_memory_allocated (weights included)."]
     if env.get("small"):
@@ -513,10 +522,13 @@ def render_markdown(records: list[dict]) -> str:
         lines += ["", "### ObjectClear per preset", ""]
         if build:
             b = build[0]
+            where = ("outputs stay on the GPU as fp32, where the Euler loop, CFG and fusion run too; only the resizes "
+                     "of the input and output are on the CPU" if env.get("pipeline_on_device") else
+                     "outputs back as fp32 on the CPU, as a BLS call would; the Euler loop, CFG, fusion and resizing "
+                     "run on the CPU as served")
             lines += [f"`pipelines.objectclear.ObjectClearInpainter` with its four networks (export/objectclear.py's "
                       f"export wrappers) run in PyTorch {b['dtype']} on the GPU through `TorchComponent` (inputs "
-                      f"moved to the device per call, outputs back as fp32 on the CPU, as a BLS call would); "
-                      f"the Euler loop, CFG, fusion and resizing run on the CPU as served. Weights: "
+                      f"moved to the device per call; {where}). Weights: "
                       + ", ".join(f"{role} {gib:.2f} GiB ({b['params'][role] / 1e6:.0f} M)"
                                   for role, gib in b["weights_gib"].items())
                       + f"; built in {b['seconds']:.1f} s"
@@ -598,7 +610,7 @@ def environment(bench: Bench) -> dict:
 
     info = dict(torch=torch.__version__, cuda=torch.version.cuda, diffusers=diffusers.__version__,
                 transformers=transformers.__version__, python=platform.python_version(), small=bench.small,
-                cuda_graphs=bench.graphs,
+                cuda_graphs=bench.graphs, pipeline_on_device=bench.pipeline_on_device,
                 repeats=bench.repeats, date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 command=("python3 -m benchmarks.gpu_fullsize " + " ".join(sys.argv[1:])).strip(),
                 dtypes=f"ObjectClear UNet, VAE, CLIP vision, postfuse {dtype_name(bench.half)}; FLUX transformer "
@@ -620,6 +632,9 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="tiny configs on the CPU in fp32 (smoke test)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="replay every network call as a CUDA graph captured per input shape (GPU only)")
+    parser.add_argument("--pipeline-on-device", action="store_true",
+                        help="run ObjectClear's loop and fusion on the device too (networks hand tensors over there)")
+    parser.add_argument("--sections", nargs="+", choices=["objectclear", "flux"], default=["objectclear", "flux"])
     parser.add_argument("--repeats", type=int, help="timed runs per measurement after one warm-up (3; 1 with --small)")
     parser.add_argument("--budget", type=float, default=300.0,
                         help="seconds after which remaining measurements are skipped (default 300)")
@@ -627,11 +642,13 @@ def main() -> None:
     if not args.small and not torch.cuda.is_available():
         parser.error("no CUDA device: run on the GPU machine, or pass --small")
     repeats = args.repeats or (1 if args.small else 3)
-    bench = Bench(args.out, args.small, repeats, args.budget, args.cuda_graphs and not args.small)
+    bench = Bench(args.out, args.small, repeats, args.budget, args.cuda_graphs and not args.small,
+                  args.pipeline_on_device)
     bench.attempt("environment", lambda: bench.record("env", **environment(bench)))
     cfg = configs(args.small)
-    bench.attempt("objectclear", lambda: objectclear_sections(bench, cfg))
-    bench.attempt("flux", lambda: flux_sections(bench, cfg))
+    sections = {"objectclear": objectclear_sections, "flux": flux_sections}
+    for name in args.sections:
+        bench.attempt(name, lambda section=sections[name]: section(bench, cfg))
     print(f"done in {time.perf_counter() - bench.start:.0f} s; results in {args.out}/results.md", flush=True)
     print((args.out / "results.md").read_text(), flush=True)
 

@@ -3,7 +3,8 @@
 Reads top to bottom as the algorithm (reference/objectclear.md): resize -> object token -> latents -> Euler loop
 with CFG, the step-0 background reset and the last-step attention map -> decode -> attention-guided fusion ->
 resize back. The networks are `Component`s (ONNX Runtime in-process, or Triton models via BLS); everything else
-is torch on the CPU, with noise drawn from `torch.Generator().manual_seed(seed)` so results are reproducible.
+is torch on `device` (the CPU by default; a GPU keeps latents and fusion next to networks that return GPU tensors),
+with noise always drawn on the CPU from `torch.Generator().manual_seed(seed)` so a seed gives the same image anywhere.
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class Settings:
 
 
 class ObjectClearInpainter:
-    def __init__(self, components: dict[str, Component], conditioning: Conditioning):
+    def __init__(self, components: dict[str, Component], conditioning: Conditioning, device: str = "cpu"):
+        self.device = torch.device(device)
         self.unet = components["unet"]
         self.vae_encoder = components["vae_encoder"]
         self.vae_decoder = components["vae_decoder"]
@@ -81,8 +83,9 @@ class ObjectClearInpainter:
         image_small = resize(image, size, Image.BICUBIC)
         mask_small = resize(mask, size, Image.NEAREST)
 
-        pixels = torch.from_numpy(image_small).permute(2, 0, 1)[None].float() / 255 * 2 - 1
-        object_mask = (torch.from_numpy(mask_small)[None, None].float() / 255 >= 0.5).float()
+        original = torch.from_numpy(image_small).to(self.device)
+        pixels = original.permute(2, 0, 1)[None].float() / 255 * 2 - 1
+        object_mask = (torch.from_numpy(mask_small).to(self.device)[None, None].float() / 255 >= 0.5).float()
         generator = torch.Generator().manual_seed(int(seed))
 
         prompt_embeds, pooled = self.encode_prompt(pixels, object_mask, settings.guidance_scale)
@@ -93,8 +96,8 @@ class ObjectClearInpainter:
         generated = self.decode(latents)
 
         region = attention_region(attention, VAE_SCALE)
-        fused = attention_guided_fusion(torch.from_numpy(image_small), generated, region).numpy()
-        region = (region.numpy() * 255).astype(np.uint8)
+        fused = attention_guided_fusion(original, generated, region).cpu().numpy()
+        region = (region.cpu().numpy() * 255).astype(np.uint8)
         return resize(fused, (width, height), Image.BICUBIC), resize(region, (width, height), Image.NEAREST)
 
     @functools.lru_cache(maxsize=16)
@@ -108,9 +111,9 @@ class ObjectClearInpainter:
         frame = pixels * (object_mask > 0.5)  # the whole frame, background set to 0 (mid-grey)
         frame = F.interpolate(frame, size=(CLIP_SIZE, CLIP_SIZE), mode="bilinear", antialias=True)
         token = self.object_encoder(pixels=frame)["object_token"]
-        prompt_embeds = self.conditioning.prompt_embeds.clone()
+        prompt_embeds = self.conditioning.prompt_embeds.to(self.device, copy=True)
         prompt_embeds[:, self.conditioning.object_token_index] = token
-        pooled = self.conditioning.pooled_prompt_embeds
+        pooled = self.conditioning.pooled_prompt_embeds.to(self.device)
         if guidance_scale > 1.0:
             prompt_embeds = torch.cat([torch.zeros_like(prompt_embeds), prompt_embeds])
             pooled = torch.cat([torch.zeros_like(pooled), pooled])
@@ -122,9 +125,10 @@ class ObjectClearInpainter:
         moments = self.vae_encoder(image=pixels)
         mean, std = moments["latent_mean"], torch.exp(0.5 * moments["latent_logvar"])
         scale = self.conditioning.vae_scaling_factor
-        image_latents = scale * (mean + std * torch.randn(mean.shape, generator=generator))
-        noise = torch.randn(mean.shape, generator=generator)
-        masked_image_latents = scale * (mean + std * torch.randn(mean.shape, generator=generator))
+        draw = lambda: torch.randn(mean.shape, generator=generator).to(self.device)  # noqa: E731
+        image_latents = scale * (mean + std * draw())
+        noise = draw()
+        masked_image_latents = scale * (mean + std * draw())
         return image_latents, noise, masked_image_latents
 
     def denoise(self, noise, image_latents, masked_image_latents, latent_mask, prompt_embeds, pooled,
@@ -132,7 +136,8 @@ class ObjectClearInpainter:
         schedule = self.schedule(settings.steps)
         rows = prompt_embeds.shape[0]  # 2 with CFG
         height, width = (VAE_SCALE * s for s in noise.shape[-2:])
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).repeat(rows, 1)
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32,
+                                device=self.device).repeat(rows, 1)
         condition = torch.cat([latent_mask, masked_image_latents], dim=1).repeat(rows, 1, 1, 1)
         latents = noise * schedule.init_noise_sigma
         for i in range(len(schedule)):
