@@ -30,11 +30,11 @@ from benchmarks.timing import median_seconds
 from client.demo import demo_inputs, png
 from export.objectclear import export_objectclear
 from export.tiny import BENCH_UNET_CONFIG, build_tiny_objectclear
+from pipelines.objectclear import COMPONENT_MODELS
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, REPO_ROOT, TritonServer, preset_parameters
 
 BENCH = REPO_ROOT / "artifacts" / "bench"
-MODELS = ["objectclear_inpaint", "objectclear_unet", "objectclear_vae_encoder", "objectclear_vae_decoder",
-          "objectclear_object_encoder"]
+MODELS = ["objectclear_inpaint", *COMPONENT_MODELS.values()]  # the bench repository has no FLUX models
 SEED_ESTIMATE = {"quality": "1.0x", "balanced": "2.5-3.0x", "ultra_fast": "4-5x", "low_memory": "2.0-2.5x"}
 
 

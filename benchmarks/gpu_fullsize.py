@@ -409,21 +409,21 @@ def flux_sections(bench: Bench, cfg: dict) -> None:
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
+    from pipelines.flux import image_ids
+
     device, bf16, half = bench.device, bench.bf16, bench.half
     flux = cfg["flux"]
 
     def transformer_inputs(size: int, batch: int):
         def make():
             side = size // 16
-            ids = torch.zeros(side, side, 3, device=device)
-            ids[..., 1] = torch.arange(side, device=device)[:, None]
-            ids[..., 2] = torch.arange(side, device=device)[None, :]
             return dict(hidden_states=torch.randn(batch, side * side, flux["in_channels"], device=device, dtype=bf16),
                         encoder_hidden_states=torch.randn(batch, FLUX_TEXT_TOKENS, flux["joint_attention_dim"],
                                                           device=device, dtype=bf16),
                         pooled_projections=torch.randn(batch, flux["pooled_projection_dim"], device=device, dtype=bf16),
                         timestep=torch.ones(batch, device=device, dtype=bf16),
-                        img_ids=ids.reshape(-1, 3), txt_ids=torch.zeros(FLUX_TEXT_TOKENS, 3, device=device))
+                        img_ids=image_ids(2 * side, 2 * side).to(device),
+                        txt_ids=torch.zeros(FLUX_TEXT_TOKENS, 3, device=device))
         return make
 
     shapes = [(size, 1) for size in FLUX_SIZES] + [(FLUX_SIZES[0], batch) for batch in FLUX_BATCHES[1:]]

@@ -27,18 +27,11 @@ import skimage.data
 from PIL import Image, ImageDraw
 
 from client.demo import png
-from pipelines import flux, objectclear, sam3
+from pipelines.repository import NEEDS
 from server.launcher import REPO_ROOT, PRESETS, TritonServer
 
 DEFAULT_BINARY = REPO_ROOT / "artifacts" / "perf_analyzer" / "perf_analyzer"
 PHOTOS = {"coffee": "the cup", "chelsea": "the cat", "astronaut": "the helmet", "rocket": "the rocket"}
-# The models each public model needs loaded (itself and the networks it calls); None: the whole repository
-# (remove_object also reaches flux_fill_inpaint when a request asks for that engine).
-NEEDS = {"objectclear_inpaint": ["objectclear_inpaint", *objectclear.COMPONENT_MODELS.values()],
-         "sam3_segment": ["sam3_segment", *sam3.COMPONENT_MODELS.values()],
-         "flux_generate": ["flux_generate", *flux.GENERATE_MODELS.values()],
-         "flux_fill_inpaint": ["flux_fill_inpaint", *flux.FILL_MODELS.values()],
-         "remove_object": None}
 
 
 def tensor_bytes(data: bytes) -> dict:

@@ -16,13 +16,11 @@ import time
 
 from client.api import Client
 from client.demo import demo_inputs, png
-from pipelines import flux, objectclear
+from pipelines.repository import NEEDS
 from server.launcher import PRESETS, TritonServer
 
 PROMPT = "a photo of a cat holding a sign that says hello world"
-NETWORKS = {"objectclear_inpaint": list(objectclear.COMPONENT_MODELS.values()),
-            "flux_generate": list(flux.GENERATE_MODELS.values()),
-            "flux_fill_inpaint": list(flux.FILL_MODELS.values())}
+MODELS = ["objectclear_inpaint", "flux_generate", "flux_fill_inpaint"]
 
 
 def request(model: str, image: bytes, mask: bytes):
@@ -33,7 +31,7 @@ def request(model: str, image: bytes, mask: bytes):
 
 
 def time_preset(model: str, preset: str, send, repeats: int, protocol: str) -> list[float]:
-    with TritonServer(preset=preset, models=[model, *NETWORKS[model]]) as server, \
+    with TritonServer(preset=preset, models=NEEDS[model]) as server, \
             Client(server.http_url if protocol == "http" else server.grpc_url, protocol) as client:
         send(client, 0)  # warm-up: first-call allocations in every stub
         seconds = []
@@ -46,7 +44,7 @@ def time_preset(model: str, preset: str, send, repeats: int, protocol: str) -> l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(NETWORKS), default="objectclear_inpaint")
+    parser.add_argument("--model", choices=MODELS, default="objectclear_inpaint")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
     args = parser.parse_args()

@@ -26,6 +26,7 @@ from torch.export import Dim
 
 from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, export_component, seeded
 from export.vae import vae_specs
+from pipelines.flux import image_ids
 
 MAX_TOKENS = (2048 // 16) ** 2  # packed image tokens of a 2048 px square
 
@@ -118,13 +119,11 @@ def transformer_spec(name: str, transformer: nn.Module) -> tuple[ComponentSpec, 
     def inputs(b, h, w, t, seed):
         """b rows of an (h x w)-token image and t text tokens, as the pipeline builds them."""
         g = seeded(seed)
-        ids = torch.zeros(h, w, 3)
-        ids[..., 1] += torch.arange(h)[:, None]
-        ids[..., 2] += torch.arange(w)[None, :]
+        ids = image_ids(2 * h, 2 * w)  # the pipeline's own ids for an (h x w)-token grid
         row = (torch.randn(b, h * w, config.in_channels, generator=g),
                torch.randn(b, t, config.joint_attention_dim, generator=g),
                torch.randn(b, config.pooled_projection_dim, generator=g), torch.linspace(1.0, 0.25, b),
-               ids.reshape(1, -1, 3).expand(b, -1, -1).contiguous(), torch.zeros(b, t, 3))
+               ids.expand(b, -1, -1).contiguous(), torch.zeros(b, t, 3))
         return row + ((torch.full((b,), 3.5),) if guidance else ())
 
     spec = ComponentSpec(

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from pipelines.components import Component
 from pipelines.flow_match import FlowMatchSchedule
-from pipelines.imaging import InputError, resize
+from pipelines.imaging import InputError, check_range, check_same_size, resize
 
 # role -> Triton model that serves it
 GENERATE_MODELS = {"clip": "flux_clip_text_encoder", "t5": "flux_t5_encoder", "transformer": "flux_transformer",
@@ -58,6 +58,11 @@ class FluxConfig:
         return self.vae_scale_factor * PATCH  # image sides are multiples of 16
 
 
+def check_loop(steps: int, guidance_scale: float) -> None:
+    check_range("STEPS", steps, 1, 100)
+    check_range("GUIDANCE_SCALE", guidance_scale, 0, 100)
+
+
 @dataclass(frozen=True)
 class GenerateSettings:
     width: int = 512
@@ -66,13 +71,9 @@ class GenerateSettings:
     guidance_scale: float = 3.5  # dev only; schnell has no guidance input
 
     def validate(self) -> None:
-        for name, value in (("WIDTH", self.width), ("HEIGHT", self.height)):
-            if not MIN_SIDE <= value <= MAX_SIDE:
-                raise InputError(name, f"must be between {MIN_SIDE} and {MAX_SIDE}, got {value}")
-        if not 1 <= self.steps <= 100:
-            raise InputError("STEPS", f"must be between 1 and 100, got {self.steps}")
-        if not 0.0 <= self.guidance_scale <= 100.0:
-            raise InputError("GUIDANCE_SCALE", f"must be between 0 and 100, got {self.guidance_scale}")
+        check_range("WIDTH", self.width, MIN_SIDE, MAX_SIDE)
+        check_range("HEIGHT", self.height, MIN_SIDE, MAX_SIDE)
+        check_loop(self.steps, self.guidance_scale)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class FillSettings:
     prompt: str = ""
 
     def validate(self) -> None:
-        GenerateSettings(steps=self.steps, guidance_scale=self.guidance_scale).validate()
+        check_loop(self.steps, self.guidance_scale)
 
 
 # -- latent layout (FluxPipeline._pack_latents / _unpack_latents / _prepare_latent_image_ids) ---------------------------
@@ -145,9 +146,11 @@ class FluxBase:
     def denoise(self, latents, condition, prompt_embeds, pooled, text_ids, ids, schedule: FlowMatchSchedule,
                 guidance_scale: float, cancelled) -> torch.Tensor:
         batch = latents.shape[0]
-        # Triton batches only tensors with a leading batch axis, so the ids travel once per row
+        # Triton batches only tensors with a leading batch axis, so the ids travel once per row; materialised here,
+        # once, rather than by every step's hand-over
         fixed = dict(encoder_hidden_states=prompt_embeds, pooled_projections=pooled,
-                     img_ids=ids.expand(batch, -1, -1), txt_ids=text_ids.expand(batch, -1, -1))
+                     img_ids=ids.expand(batch, -1, -1).contiguous(),
+                     txt_ids=text_ids.expand(batch, -1, -1).contiguous())
         if self.config.guidance_embeds:
             fixed["guidance"] = torch.full([batch], guidance_scale, dtype=torch.float32)
         for i in range(len(schedule)):
@@ -198,9 +201,7 @@ class FluxFillInpainter(FluxBase):
         """image (H, W, 3) uint8, mask (H, W) uint8 (white = fill) -> (image, binarised mask 0/255), both at the
         input's resolution."""
         settings.validate()
-        if mask.shape != image.shape[:2]:
-            raise InputError("MASK", f"size {mask.shape[1]}x{mask.shape[0]} differs from the image's "
-                                     f"{image.shape[1]}x{image.shape[0]}")
+        check_same_size(image, mask)
         height, width = image.shape[:2]
         size = fill_size(width, height, settings.pixels, self.config.multiple)
         pixels = self.image_processor.preprocess(Image.fromarray(image), height=size[1], width=size[0]).float()

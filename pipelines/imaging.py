@@ -26,6 +26,17 @@ class InputError(ValueError):
         return cls(match.group(1), match.group(2)) if match else None
 
 
+def check_range(input_name: str, value, low, high) -> None:
+    if not low <= value <= high:
+        raise InputError(input_name, f"must be between {low} and {high}, got {value}")
+
+
+def check_same_size(image: np.ndarray, mask: np.ndarray) -> None:
+    if mask.shape != image.shape[:2]:
+        raise InputError("MASK", f"size {mask.shape[1]}x{mask.shape[0]} differs from the image's "
+                                 f"{image.shape[1]}x{image.shape[0]}")
+
+
 def decode_image(data: bytes, input_name: str, mode: str = "RGB", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Encoded JPEG/PNG/WebP/... bytes -> uint8 array (H, W, 3) for RGB or (H, W) for L."""
     if not data:

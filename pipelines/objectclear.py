@@ -21,7 +21,7 @@ from PIL import Image
 from pipelines.components import Component
 from pipelines.euler import EulerSchedule
 from pipelines.fusion import attention_guided_fusion, attention_region
-from pipelines.imaging import InputError, resize, short_side_size
+from pipelines.imaging import check_range, check_same_size, resize, short_side_size
 
 VAE_SCALE = 8  # pixels per latent
 CLIP_SIZE = 224
@@ -55,10 +55,8 @@ class Settings:
     short_side: int = 384
 
     def validate(self) -> None:
-        if not 1 <= self.steps <= 100:
-            raise InputError("STEPS", f"must be between 1 and 100, got {self.steps}")
-        if not 0.0 <= self.guidance_scale <= 30.0:
-            raise InputError("GUIDANCE_SCALE", f"must be between 0 and 30, got {self.guidance_scale}")
+        check_range("STEPS", self.steps, 1, 100)
+        check_range("GUIDANCE_SCALE", self.guidance_scale, 0, 30)
 
 
 class ObjectClearInpainter:
@@ -75,9 +73,7 @@ class ObjectClearInpainter:
         """image (H, W, 3) uint8 RGB, mask (H, W) uint8 (white = remove) -> (image, attention region 0/255),
         both at the input's resolution."""
         settings.validate()
-        if mask.shape != image.shape[:2]:
-            raise InputError("MASK", f"size {mask.shape[1]}x{mask.shape[0]} differs from the image's "
-                                     f"{image.shape[1]}x{image.shape[0]}")
+        check_same_size(image, mask)
         height, width = image.shape[:2]
         size = short_side_size(width, height, settings.short_side)
         image_small = resize(image, size, Image.BICUBIC)

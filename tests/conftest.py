@@ -71,10 +71,10 @@ def flux_dev_repository(tmp_path_factory, flux_checkpoints):
     """A model repository holding only flux_generate and its networks, exported from the tiny FLUX.1-dev
     (the project's own repository serves schnell): (repository, export reports)."""
     from export.flux import export_flux
-    from pipelines.flux import GENERATE_MODELS
+    from pipelines.repository import NEEDS
 
     repository = tmp_path_factory.mktemp("flux-dev-repository")
-    for model in ["flux_generate", *GENERATE_MODELS.values()]:
+    for model in NEEDS["flux_generate"]:
         shutil.copytree(DEFAULT_MODEL_REPOSITORY / model, repository / model,
                         ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data", "pipeline", "__pycache__"))
     return repository, export_flux(flux_checkpoints["dev"], repository)

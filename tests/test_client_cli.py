@@ -16,13 +16,12 @@ import client.cli
 from client.api import AsyncClient, Client, InpaintResult, InvalidInput
 from client.cli import main
 from conftest import decode, png
-from pipelines.flux import FILL_MODELS, GENERATE_MODELS
+from pipelines.repository import NEEDS
 from server.launcher import REPO_ROOT, TritonServer, preset_parameters
 
 pytestmark = pytest.mark.server
-OBJECTCLEAR = ["objectclear_inpaint", "objectclear_unet", "objectclear_vae_encoder", "objectclear_vae_decoder",
-               "objectclear_object_encoder"]
-FLUX = list(dict.fromkeys(["flux_generate", "flux_fill_inpaint", *GENERATE_MODELS.values(), *FILL_MODELS.values()]))
+# ObjectClear (with its Fill engine) and FLUX generation; not remove_object/SAM 3: this file tests the client
+MODELS = list(dict.fromkeys(NEEDS["objectclear_inpaint"] + NEEDS["flux_generate"]))
 PROMPT = "a red bicycle"
 
 
@@ -30,7 +29,7 @@ PROMPT = "a red bicycle"
 def server(model_repository):
     """ObjectClear and FLUX (generation, Fill) with the fastest preset; not remove_object/SAM 3: this file tests
     the client, not the pipelines."""
-    with TritonServer(model_repository, preset="ultra_fast", models=OBJECTCLEAR + FLUX) as running:
+    with TritonServer(model_repository, preset="ultra_fast", models=MODELS) as running:
         yield running
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from conftest import as_bytes, call, decode, diffusers_uint8, max_difference, png
-from pipelines.flux import GENERATE_MODELS, fill_size
+from pipelines.flux import fill_size
+from pipelines.repository import NEEDS
 from server.launcher import TritonServer
 
 pytestmark = pytest.mark.server
@@ -95,7 +96,7 @@ def test_size_is_rounded_down_to_sixteen_like_diffusers(server):
 @pytest.fixture(scope="module")
 def dev_server(flux_dev_repository):
     repository, _ = flux_dev_repository
-    with TritonServer(repository, models=["flux_generate", *GENERATE_MODELS.values()]) as running:
+    with TritonServer(repository, models=NEEDS["flux_generate"]) as running:
         yield running
 
 

@@ -1,0 +1,15 @@
+"""Which Triton models each public model needs loaded: itself and every model it calls through BLS. With explicit
+model control Triton loads nothing a BLS call will reach, so servers started for one public model load this list."""
+from __future__ import annotations
+
+from pipelines import flux, objectclear, sam3
+
+_FILL = ["flux_fill_inpaint", *flux.FILL_MODELS.values()]
+NEEDS = {
+    "objectclear_inpaint": ["objectclear_inpaint", *objectclear.COMPONENT_MODELS.values(), *_FILL],  # ENGINE flux_fill
+    "remove_object": ["remove_object", *objectclear.COMPONENT_MODELS.values(), *sam3.COMPONENT_MODELS.values(),
+                      *_FILL],
+    "sam3_segment": ["sam3_segment", *sam3.COMPONENT_MODELS.values()],
+    "flux_generate": ["flux_generate", *flux.GENERATE_MODELS.values()],
+    "flux_fill_inpaint": _FILL,
+}
