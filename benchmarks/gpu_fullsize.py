@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.util
 import json
 import platform
 import re
@@ -274,10 +275,13 @@ def preset_settings(preset: str):
 
 
 def photo_and_mask() -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        import skimage.data
-        photo, name = Image.fromarray(skimage.data.coffee()), "scikit-image coffee"
-    except ImportError:
+    # Read from scikit-image's data folder rather than through `import skimage.data`, which imports scipy: the GPU
+    # image's scipy needs numpy 2, and the served run (gpu_served.py) carries numpy 1.26 for Triton's python stub.
+    spec = importlib.util.find_spec("skimage")
+    coffee = Path(spec.submodule_search_locations[0]) / "data" / "coffee.png" if spec else None
+    if coffee is not None and coffee.exists():
+        photo, name = Image.open(coffee).convert("RGB"), "scikit-image coffee"
+    else:
         gradient = np.linspace(0, 255, 600, dtype=np.float32)
         photo = Image.fromarray(np.stack([np.tile(gradient, (400, 1))] * 3, -1).astype(np.uint8))
         name = "synthetic gradient"
