@@ -1,13 +1,16 @@
 """objectclear_inpaint served by a real tritonserver on a GPU, full-size networks: throughput at concurrency 1, 2, 4, 8
-with and without the UNet's dynamic batching, against the same pipeline in-process.
+with and without the UNet's dynamic batching, with the pipeline's loop and fusion on the CPU or on the GPU (its
+`device` parameter), against the same pipeline in-process.
 
-    # on the GPU machine (see BENCHMARKS.md for the wheels and set-up line):
+    # on the GPU machine (BENCHMARKS.md has the set-up line: diffusers, numpy 1.26 for pytriton's python-backend
+    # stub, which misreads tensors under numpy 2, and pytriton's tritonserver, installed into the image's venv):
     python3 -m benchmarks.gpu_served --out $OUT
     # smoke test on a CPU (tiny configs, fp32; the numbers mean nothing):
     .venv/bin/python -m benchmarks.gpu_served --small --out /tmp/gpu_served
 
 Builds a model repository in a temporary folder: objectclear_inpaint exactly as in model_repository/ (its model.py
-and balanced config; only the instance count raised to 8, so eight requests can be in their denoising loops at once),
+and balanced config; only the instance count raised to 8, so eight requests can be in their denoising loops at once,
+and the `device` parameter set per variant),
 and its four networks with their own configs (max_batch_size, dynamic batching), but run by `TorchNetwork`: the
 export wrappers of export/objectclear.py built at full size with random weights, in fp16 on the GPU, instead of
 ONNX Runtime on model.onnx (benchmarks/gpu_network_model.py). The same tritonserver (pytriton's build) and the same
@@ -38,7 +41,7 @@ from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
 PIPELINE = "objectclear_inpaint"
 CONCURRENCY = (1, 2, 4, 8)
-REQUESTS_PER_CLIENT = 3
+REQUESTS_PER_CLIENT = 4
 
 
 def device_and_dtype(small: bool) -> tuple[torch.device, torch.dtype]:
@@ -63,12 +66,18 @@ def networks(small: bool) -> dict[str, tuple[object, torch.nn.Module]]:
         return {spec.name: (spec, module) for spec, module in component_specs(models)}
 
 
-def write_repository(root: Path, batching: bool, small: bool) -> Path:
+def variants(small: bool) -> list[tuple[bool, str]]:
+    """(UNet dynamic batching, pipeline device) per server, the GPU pipeline last: it needs GPU tensors through BLS."""
+    return [(True, "cpu"), (False, "cpu")] + ([] if small else [(True, "cuda")])
+
+
+def write_repository(root: Path, batching: bool, small: bool, pipeline_device: str) -> Path:
     cfg = configs(small)
     shutil.copytree(DEFAULT_MODEL_REPOSITORY / PIPELINE, root / PIPELINE,
                     ignore=shutil.ignore_patterns("configs", "__pycache__", "*.npz"))
     config = root / PIPELINE / "config.pbtxt"
-    config.write_text(re.sub(r"count: \d+", "count: 8", config.read_text()))
+    config.write_text(re.sub(r"count: \d+", "count: 8", config.read_text())
+                      + f'parameters: {{ key: "device", value: {{ string_value: "{pipeline_device}" }} }}\n')
     generator = torch.Generator().manual_seed(0)
     np.savez(root / PIPELINE / "1" / "conditioning.npz",
              prompt_embeds=torch.randn(1, 77, cfg["unet"]["cross_attention_dim"], generator=generator).numpy(),
@@ -105,12 +114,12 @@ def infer(url: str, image: bytes, mask: bytes, seed: int) -> None:
         response.read()
 
 
-def load_test(url: str, image: bytes, mask: bytes, concurrency: int) -> dict:
-    """`concurrency` clients, each sending REQUESTS_PER_CLIENT requests back to back -> throughput and latency."""
+def load_test(url: str, image: bytes, mask: bytes, concurrency: int, requests_per_client: int = REQUESTS_PER_CLIENT):
+    """`concurrency` clients, each sending `requests_per_client` requests back to back -> throughput and latency."""
     latencies, errors = [], []
 
     def client(index: int) -> None:
-        for k in range(REQUESTS_PER_CLIENT):
+        for k in range(requests_per_client):
             start = time.perf_counter()
             try:
                 infer(url, image, mask, index * 100 + k)
@@ -141,20 +150,24 @@ def unet_counts(url: str) -> tuple[int, int]:
     return int(stats["inference_count"]), int(stats["execution_count"])
 
 
-def in_process_latency(repository: Path, image: np.ndarray, mask: np.ndarray, small: bool) -> float:
-    """The same pipeline class, conditioning and networks without Triton (TorchComponent in this process)."""
+def in_process_latency(repository: Path, image: np.ndarray, mask: np.ndarray, small: bool) -> dict[str, float]:
+    """The same pipeline class, conditioning and networks without Triton (TorchComponent in this process), with the
+    pipeline on each device the served variants use -> median seconds per device. No PNG coding: arrays in and out."""
     conditioning = Conditioning.load(repository / PIPELINE / "1" / "conditioning.npz")
     roles = {model: role for role, model in COMPONENT_MODELS.items()}
     components = {roles[name]: TorchComponent(module, spec.output_names, *device_and_dtype(small))
                   for name, (spec, module) in networks(small).items()}
-    inpainter = ObjectClearInpainter(components, conditioning)
-    inpainter(image, mask, 0, Settings())  # warm-up
-    runs = []
-    for seed in range(REQUESTS_PER_CLIENT):
-        start = time.perf_counter()
-        inpainter(image, mask, seed, Settings())  # returns numpy on the CPU: the device is done
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
+    medians = {}
+    for device in sorted({device for _, device in variants(small)}):
+        inpainter = ObjectClearInpainter(components, conditioning, device)
+        inpainter(image, mask, 0, Settings())  # warm-up
+        runs = []
+        for seed in range(REQUESTS_PER_CLIENT):
+            start = time.perf_counter()
+            inpainter(image, mask, seed, Settings())  # returns numpy on the CPU: the device is done
+            runs.append(time.perf_counter() - start)
+        medians[device] = round(statistics.median(runs), 3)
+    return medians
 
 
 def main() -> None:
@@ -167,33 +180,47 @@ def main() -> None:
     image_bytes, mask_bytes = encode_png(photo), encode_png(mask)
     results = {"photo": description, "device": "CPU (--small)" if args.small else torch.cuda.get_device_name(0),
                "runs": []}
-    for batching in (True, False):
-        root = write_repository(Path(tempfile.mkdtemp(prefix="gpu-served-")), batching, args.small)
+    for batching, pipeline_device in variants(args.small):
+        root = write_repository(Path(tempfile.mkdtemp(prefix="gpu-served-")), batching, args.small, pipeline_device)
         started = time.perf_counter()
-        with TritonServer(root, models=[PIPELINE, *COMPONENT_MODELS.values()],
-                          log_path=args.out / f"server_batching_{batching}.log") as server:
-            print(f"server ready in {time.perf_counter() - started:.0f} s (batching {batching})", flush=True)
-            load_test(server.http_url, image_bytes, mask_bytes, 1)  # warm-up: first-call allocations
-            for concurrency in CONCURRENCY:
-                row = dict(load_test(server.http_url, image_bytes, mask_bytes, concurrency), batching=batching)
-                results["runs"].append(row)
-                print(json.dumps(row), flush=True)
-                (args.out / "served.json").write_text(json.dumps(results, indent=1))
-    results["in_process_latency"] = round(in_process_latency(root, photo, mask, args.small), 3)
+        try:
+            with TritonServer(root, models=[PIPELINE, *COMPONENT_MODELS.values()],
+                              log_path=args.out / f"server_{pipeline_device}_batching_{batching}.log") as server:
+                print(f"server ready in {time.perf_counter() - started:.0f} s ({pipeline_device}, batching {batching})",
+                      flush=True)
+                # warm-up: every pipeline instance's first request, and the UNet at the larger batches
+                load_test(server.http_url, image_bytes, mask_bytes, max(CONCURRENCY), requests_per_client=1)
+                for concurrency in CONCURRENCY:
+                    row = dict(load_test(server.http_url, image_bytes, mask_bytes, concurrency), batching=batching,
+                               pipeline_device=pipeline_device)
+                    results["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+                    (args.out / "served.json").write_text(json.dumps(results, indent=1))
+        except Exception as error:  # noqa: BLE001 - recorded; the other variants still run
+            results.setdefault("failed", []).append(f"{pipeline_device}, batching {batching}: {error}"[:2000])
+            print(results["failed"][-1], flush=True)
+    results["in_process_latency"] = in_process_latency(root, photo, mask, args.small)
     (args.out / "served.json").write_text(json.dumps(results, indent=1))
     print(markdown(results))
 
 
 def markdown(results: dict) -> str:
-    base = {r["batching"]: r["throughput"] for r in results["runs"] if r["concurrency"] == 1}
+    variant = lambda r: (r["pipeline_device"], r["batching"])  # noqa: E731
+    base = {variant(r): r for r in results["runs"] if r["concurrency"] == 1}
+    in_process = ", ".join(f"pipeline on {device} {seconds:.3f} s"
+                           for device, seconds in results["in_process_latency"].items())
     lines = [f"{results['device']}; {results['photo']}; balanced preset (8 steps, 576x384); in-process median "
-             f"latency (same pipeline and networks, no Triton): {results['in_process_latency']:.3f} s", "",
-             "| UNet dynamic batching | concurrency | requests | throughput (req/s) | vs concurrency 1 | "
-             "median latency (s) | UNet rows per run | errors |", "|---|---|---|---|---|---|---|---|"]
+             f"latency (same pipeline and networks, no Triton): {in_process}", "",
+             "| pipeline on | UNet dynamic batching | concurrency | requests | throughput (req/s) | vs concurrency 1 | "
+             "median latency (s) | vs in-process | UNet rows per run | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
-        lines.append(f"| {'on' if r['batching'] else 'off'} | {r['concurrency']} | {r['requests']} | "
-                     f"{r['throughput']:.2f} | {r['throughput'] / base[r['batching']]:.2f}x | "
-                     f"{r['median_latency']:.3f} | {r['unet_rows_per_run']:.2f} | {len(r['errors'])} |")
+        lines.append(f"| {r['pipeline_device']} | {'on' if r['batching'] else 'off'} | {r['concurrency']} | "
+                     f"{r['requests']} | {r['throughput']:.2f} | {r['throughput'] / base[variant(r)]['throughput']:.2f}x"
+                     f" | {r['median_latency']:.3f} | "
+                     f"{r['median_latency'] / results['in_process_latency'][r['pipeline_device']]:.2f}x | "
+                     f"{r['unet_rows_per_run']:.2f} | {len(r['errors'])} |")
+    lines += [f"\nfailed: {failure}" for failure in results.get("failed", [])]
     return "\n".join(lines)
 
 

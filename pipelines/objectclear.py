@@ -3,8 +3,9 @@
 Reads top to bottom as the algorithm (reference/objectclear.md): resize -> object token -> latents -> Euler loop
 with CFG, the step-0 background reset and the last-step attention map -> decode -> attention-guided fusion ->
 resize back. The networks are `Component`s (ONNX Runtime in-process, or Triton models via BLS); everything else
-is torch on `device` (the CPU by default; a GPU keeps latents and fusion next to networks that return GPU tensors),
-with noise always drawn on the CPU from `torch.Generator().manual_seed(seed)` so a seed gives the same image anywhere.
+is torch on `device` (the CPU by default; a GPU takes the loop and fusion off the host, and keeps latents next to
+networks that return GPU tensors), with noise always drawn on the CPU from `torch.Generator().manual_seed(seed)` so
+a seed gives the same image anywhere.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipelines.components import Component
+from pipelines.components import Component, OnDevice
 from pipelines.euler import EulerSchedule
 from pipelines.fusion import attention_guided_fusion, attention_region
 from pipelines.imaging import check_range, check_same_size, resize, short_side_size
@@ -62,10 +63,8 @@ class Settings:
 class ObjectClearInpainter:
     def __init__(self, components: dict[str, Component], conditioning: Conditioning, device: str = "cpu"):
         self.device = torch.device(device)
-        self.unet = components["unet"]
-        self.vae_encoder = components["vae_encoder"]
-        self.vae_decoder = components["vae_decoder"]
-        self.object_encoder = components["object_encoder"]
+        self.unet, self.vae_encoder, self.vae_decoder, self.object_encoder = (
+            OnDevice(components[role], self.device) for role in ("unet", "vae_encoder", "vae_decoder", "object_encoder"))
         self.conditioning = conditioning
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int, settings: Settings,

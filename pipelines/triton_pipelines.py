@@ -10,6 +10,7 @@ import triton_python_backend_utils as pb_utils
 from transformers import Sam3Processor
 
 from pipelines import flux, objectclear, sam3
+from pipelines.components import pipeline_device
 from pipelines.imaging import InputError, decode_image, encode_png
 from pipelines.triton_io import BlsComponent, bytes_input, bytes_output, forward, optional_scalar, optional_text
 from pipelines.triton_onnx import config_parameters
@@ -27,10 +28,12 @@ def parameters(args) -> dict[str, str]:
 
 
 def build_inpainter(args) -> objectclear.ObjectClearInpainter:
+    """ObjectClear on BLS networks; its loop and fusion on the config's optional `device` (default "cpu")."""
     components = {role: BlsComponent(model, OBJECTCLEAR_OUTPUTS[role])
                   for role, model in objectclear.COMPONENT_MODELS.items()}
     conditioning = objectclear.Conditioning.load(version_dir(args) / "conditioning.npz")
-    return objectclear.ObjectClearInpainter(components, conditioning)
+    device = pipeline_device(parameters(args).get("device", "cpu"))
+    return objectclear.ObjectClearInpainter(components, conditioning, device)
 
 
 def build_segmenter(args) -> sam3.Sam3Segmenter:
