@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import skimage.data
-import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from PIL import Image
-from transformers import Sam3Model, Sam3Processor
 from tritonclient.utils import InferenceServerException
 
 from conftest import png
+from reference.sam3_reference import load_sam3, sam3_reference
 
 pytestmark = pytest.mark.server
 INVALID = {httpclient: "400", grpcclient: "StatusCode.INVALID_ARGUMENT"}
@@ -40,19 +38,7 @@ def segment(module, url, image: np.ndarray, prompt: str, boxes=None, score_thres
 
 @pytest.fixture(scope="module")
 def transformers_sam3(sam3_checkpoint):
-    return Sam3Model.from_pretrained(sam3_checkpoint).eval(), Sam3Processor.from_pretrained(sam3_checkpoint)
-
-
-def reference(transformers_sam3, image, prompt, boxes=None, threshold=0.3):
-    model, processor = transformers_sam3
-    inputs = processor(images=Image.fromarray(image), text=prompt,
-                       input_boxes=None if boxes is None else [boxes], return_tensors="pt")
-    with torch.no_grad():
-        outputs = model(**inputs)
-    result = processor.post_process_instance_segmentation(outputs, threshold=threshold, mask_threshold=0.5,
-                                                          target_sizes=inputs["original_sizes"].tolist())[0]
-    return {"MASKS": result["masks"].numpy().astype(np.uint8), "BOXES": result["boxes"].numpy(),
-            "SCORES": result["scores"].numpy()}
+    return load_sam3(sam3_checkpoint)
 
 
 @pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
@@ -63,7 +49,7 @@ def test_matches_transformers(default_server, transformers_sam3, module, prompt,
     photo = skimage.data.chelsea()  # 451x300
     url = default_server.http_url if module is httpclient else default_server.grpc_url
     got = segment(module, url, photo, prompt, boxes)
-    want = reference(transformers_sam3, photo, prompt or None, boxes)
+    want = sam3_reference(transformers_sam3, photo, prompt or None, boxes)
     assert len(want["SCORES"]) > 0  # the tiny model finds something, so the comparison is not vacuous
     assert got["MASKS"].shape == want["MASKS"].shape == (len(want["SCORES"]), 300, 451)
     assert got["MASKS"].dtype == np.uint8 and set(np.unique(got["MASKS"])) <= {0, 1}
