@@ -64,7 +64,8 @@ class ObjectClearInpainter:
     def __init__(self, components: dict[str, Component], conditioning: Conditioning, device: str = "cpu"):
         self.device = torch.device(device)
         self.unet, self.vae_encoder, self.vae_decoder, self.object_encoder = (
-            OnDevice(components[role], self.device) for role in ("unet", "vae_encoder", "vae_decoder", "object_encoder"))
+            OnDevice(components[role], self.device)
+            for role in ("unet", "vae_encoder", "vae_decoder", "object_encoder"))
         self.conditioning = conditioning
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int, settings: Settings,
