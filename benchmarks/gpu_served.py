@@ -188,7 +188,7 @@ def main() -> None:
                               log_path=args.out / f"server_{pipeline_device}_batching_{batching}.log") as server:
                 print(f"server ready in {time.perf_counter() - started:.0f} s ({pipeline_device}, batching {batching})",
                       flush=True)
-                # warm-up: every pipeline instance's first request, and the UNet at the larger batches
+                # warm-up: 8 at once, so the pipeline instances and the UNet's larger batches have run once
                 load_test(server.http_url, image_bytes, mask_bytes, max(CONCURRENCY), requests_per_client=1)
                 for concurrency in CONCURRENCY:
                     row = dict(load_test(server.http_url, image_bytes, mask_bytes, concurrency), batching=batching,
