@@ -45,12 +45,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from benchmarks.timing import median_seconds
+from export.tiny import SDXL_INPAINT_UNET, SDXL_VAE
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS
 
 GIB = 2 ** 30
 PHOTO_SIZE = (1200, 800)  # 3:2; quality's 512 short side -> 768x512
 MASK_BOX = (260, 80, 940, 660)  # the cup in coffee, at PHOTO_SIZE
-OBJECTCLEAR_SCALING = 0.13025
+OBJECTCLEAR_SCALING = SDXL_VAE["scaling_factor"]
 TOKEN_INDEX = 5
 BALANCED_LATENTS = (48, 72)  # 576x384 / 8, (h, w)
 UNET_BATCHES = (2, 4, 8, 16)
@@ -64,21 +65,6 @@ FLUX_TFLOP_PER_STEP = {512: 17.7, 1024: 69.5}  # PRODUCT.md, batch 1
 # ---------------------------------------------------------------------------------------------------------------------
 # Configs: full size (the real checkpoints' architectures) and --small (tiny stand-ins for a CPU smoke test)
 # ---------------------------------------------------------------------------------------------------------------------
-SDXL_INPAINT_UNET = dict(
-    sample_size=128, in_channels=9, out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    mid_block_type="UNetMidBlock2DCrossAttn",
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(320, 640, 1280), layers_per_block=2, transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True,
-    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
-SDXL_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=1024,
-    scaling_factor=OBJECTCLEAR_SCALING,
-)
 CLIP_VIT_L14 = dict(  # openai/clip-vit-large-patch14, ObjectClear's image_prompt_encoder
     text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                      max_position_embeddings=77, hidden_act="quick_gelu"),

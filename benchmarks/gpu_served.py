@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from benchmarks.gpu_fullsize import OBJECTCLEAR_SCALING, TOKEN_INDEX, TorchComponent, building, configs, photo_and_mask
+from benchmarks.timing import median_seconds
 from export.tiny import SCHEDULER_CONFIG
 from pipelines.imaging import encode_png
 from pipelines.objectclear import COMPONENT_MODELS, Conditioning, ObjectClearInpainter, Settings
@@ -160,13 +161,8 @@ def in_process_latency(repository: Path, image: np.ndarray, mask: np.ndarray, sm
     medians = {}
     for device in sorted({device for _, device in variants(small)}):
         inpainter = ObjectClearInpainter(components, conditioning, device)
-        inpainter(image, mask, 0, Settings())  # warm-up
-        runs = []
-        for seed in range(REQUESTS_PER_CLIENT):
-            start = time.perf_counter()
-            inpainter(image, mask, seed, Settings())  # returns numpy on the CPU: the device is done
-            runs.append(time.perf_counter() - start)
-        medians[device] = round(statistics.median(runs), 3)
+        # returns numpy on the CPU, so each call's time includes the device finishing its work
+        medians[device] = round(median_seconds(lambda: inpainter(image, mask, 0, Settings()), REQUESTS_PER_CLIENT), 3)
     return medians
 
 

@@ -21,27 +21,34 @@ from export.postfuse import PostfuseModule
 TINY_ROOT = Path(__file__).resolve().parent.parent / "artifacts" / "tiny"
 OBJECTCLEAR_PROMPT = "remove the instance of object"
 
-# Sizes scaled down from SDXL-inpainting; structure (block types, 9 input channels, text_time embedding) unchanged.
+# The real architectures (ObjectClear's unet/ and vae/ configs: SDXL-inpainting), and the tiny ones scaled down from
+# them with the structure (block types, 9 input channels, text_time embedding) unchanged.
+SDXL_INPAINT_UNET = dict(
+    sample_size=128, in_channels=9, out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(320, 640, 1280), layers_per_block=2, transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+)
+SDXL_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=1024,
+    scaling_factor=0.13025,
+)
 CROSS_DIM = 64  # real 2048 = CLIP-L 768 + bigG 1280
 TEXT_DIM = CROSS_DIM // 2
 POOLED_DIM = 32  # real 1280
 TIME_EMBED_DIM = 8  # real 256
 UNET_CONFIG = dict(
-    sample_size=32, in_channels=9, out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    mid_block_type="UNetMidBlock2DCrossAttn",
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(32, 64, 128), layers_per_block=2, transformer_layers_per_block=(1, 1, 2),
-    attention_head_dim=(1, 4, 8), cross_attention_dim=CROSS_DIM, use_linear_projection=True,
-    addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
+    SDXL_INPAINT_UNET, sample_size=32, block_out_channels=(32, 64, 128), transformer_layers_per_block=(1, 1, 2),
+    attention_head_dim=(1, 4, 8), cross_attention_dim=CROSS_DIM, addition_time_embed_dim=TIME_EMBED_DIM,
     projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + POOLED_DIM,
 )
-VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
-    sample_size=256, scaling_factor=0.13025, force_upcast=False,
-)
+VAE_CONFIG = dict(SDXL_VAE, block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
+                  sample_size=256, force_upcast=False)
 CLIP_VISION = dict(image_size=224, patch_size=14, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                    num_attention_heads=4, hidden_act="quick_gelu")
 CLIP_PROJECTION_DIM = 24  # real 768
