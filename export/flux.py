@@ -24,39 +24,39 @@ from diffusers import DiffusionPipeline
 from torch import nn
 from torch.export import Dim
 
-from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, export_component, seeded
+from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, NetworkWrapper, export_networks, seeded
 from export.vae import vae_specs
 from pipelines.flux import image_ids
 
 MAX_TOKENS = (2048 // 16) ** 2  # packed image tokens of a 2048 px square
 
 
-class ClipPooled(nn.Module):
+class ClipPooled(NetworkWrapper):
     """FluxPipeline uses only CLIP's pooled output (no projection head)."""
 
     def __init__(self, text_encoder: nn.Module):
-        super().__init__()
+        super().__init__(text_encoder=text_encoder)
         self.text_encoder = text_encoder
 
     def forward(self, input_ids):
         return self.text_encoder(input_ids=input_ids).pooler_output
 
 
-class T5Hidden(nn.Module):
+class T5Hidden(NetworkWrapper):
     def __init__(self, text_encoder: nn.Module):
-        super().__init__()
+        super().__init__(text_encoder=text_encoder)
         self.text_encoder = text_encoder
 
     def forward(self, input_ids):
         return self.text_encoder(input_ids=input_ids).last_hidden_state
 
 
-class BatchedIdsTransformer(nn.Module):
+class BatchedIdsTransformer(NetworkWrapper):
     """FluxTransformer2DModel with img_ids/txt_ids given per row (B, N, 3) and row 0 used: every input then has a
     leading batch axis, so Triton's dynamic batcher can merge the calls of concurrent requests of one size."""
 
     def __init__(self, transformer: nn.Module):
-        super().__init__()
+        super().__init__(transformer=transformer)
         self.transformer = transformer
 
     def forward(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids,
@@ -80,7 +80,7 @@ def float32_rope():
         transformer_flux.maybe_adjust_dtype_for_device = original
 
 
-def text_encoder_specs(pipeline) -> list[tuple[ComponentSpec, nn.Module]]:
+def text_encoder_specs(pipeline) -> list[tuple[ComponentSpec, NetworkWrapper]]:
     batch, text = Dim("batch", min=1, max=MAX_BATCH), Dim("text", min=2, max=512)
     clip_length = pipeline.tokenizer.model_max_length
     clip_vocab, t5_vocab = pipeline.text_encoder.config.vocab_size, pipeline.text_encoder_2.config.vocab_size
@@ -102,7 +102,7 @@ def text_encoder_specs(pipeline) -> list[tuple[ComponentSpec, nn.Module]]:
     return [(clip, ClipPooled(pipeline.text_encoder)), (t5, T5Hidden(pipeline.text_encoder_2))]
 
 
-def transformer_spec(name: str, transformer: nn.Module) -> tuple[ComponentSpec, nn.Module]:
+def transformer_spec(name: str, transformer: nn.Module) -> tuple[ComponentSpec, NetworkWrapper]:
     config = transformer.config
     guidance = config.guidance_embeds
     batch = Dim("batch", min=1, max=MAX_BATCH)
@@ -148,10 +148,7 @@ def export_flux(source: Path, repository: Path) -> list[ExportReport]:
              transformer_spec("flux_fill_transformer" if fill else "flux_transformer", pipeline.transformer)]
     if fill:
         specs.append(encoder)
-    reports = []
-    for spec, module in specs:
-        reports.append(export_component(spec, module.eval(), repository / spec.name / "1" / "model.onnx"))
-        print(reports[-1].summary(), flush=True)
+    reports = export_networks(specs, repository)
     save_pipeline_configs(pipeline, Path(source), repository / ("flux_fill_inpaint" if fill else "flux_generate")
                           / "1" / "pipeline")
     return reports

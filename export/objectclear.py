@@ -22,7 +22,7 @@ from torch import nn
 from torch.export import Dim
 from transformers import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, export_component, seeded
+from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, NetworkWrapper, export_networks, seeded
 from export.postfuse import PostfuseModule
 from export.vae import LATENT_RANGE, vae_specs
 
@@ -77,7 +77,7 @@ def token_attention(attn: nn.Module, hidden_states: torch.Tensor, context: torch
     return scores.softmax(dim=-1)[..., token].mean(dim=1)
 
 
-class UNetWithObjectAttention(nn.Module):
+class UNetWithObjectAttention(NetworkWrapper):
     """noise_pred plus `obj_attn` (B, 1, h/2, w/2), the token-5 attention of the probed layer, in one graph.
 
     Two forward pre-hooks do the re-plumbing without touching diffusers code:
@@ -90,7 +90,7 @@ class UNetWithObjectAttention(nn.Module):
     """
 
     def __init__(self, unet: UNet2DConditionModel):
-        super().__init__()
+        super().__init__(unet=unet)
         self.unet = unet
         self._seen: dict = {}
         down, up = unet.down_blocks, unet.up_blocks
@@ -131,13 +131,13 @@ class UNetWithObjectAttention(nn.Module):
         return noise_pred, self._seen["attn"].unflatten(1, (h2, w2)).unsqueeze(1)
 
 
-class ObjectEncoder(nn.Module):
+class ObjectEncoder(NetworkWrapper):
     """CLIP-normalise -> CLIP vision pooled -> visual projection -> postfuse MLP: one prompt-token row.
 
     The antialiased 224 px resize stays in the pipeline: its ONNX Resize does not match torch reliably."""
 
     def __init__(self, clip: CLIPModel, postfuse: PostfuseModule):
-        super().__init__()
+        super().__init__(clip=clip, postfuse=postfuse)
         self.vision, self.projection, self.postfuse = clip.vision_model, clip.visual_projection, postfuse
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
@@ -150,7 +150,7 @@ class ObjectEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 # Declarative descriptions
 # --------------------------------------------------------------------------------------------------------------------
-def component_specs(models: ObjectClearModels) -> list[tuple[ComponentSpec, nn.Module]]:
+def component_specs(models: ObjectClearModels) -> list[tuple[ComponentSpec, NetworkWrapper]]:
     unet_cfg = models.unet.config
     cross_dim = unet_cfg.cross_attention_dim
     pooled_dim = unet_cfg.projection_class_embeddings_input_dim - 6 * unet_cfg.addition_time_embed_dim
@@ -212,10 +212,7 @@ def prompt_conditioning(models: ObjectClearModels) -> dict[str, np.ndarray]:
 
 def export_objectclear(source: Path, repository: Path) -> list[ExportReport]:
     models = load_objectclear(source)
-    reports = []
-    for spec, module in component_specs(models):
-        reports.append(export_component(spec, module, repository / spec.name / "1" / "model.onnx"))
-        print(reports[-1].summary(), flush=True)
+    reports = export_networks(component_specs(models), repository)
     conditioning = prompt_conditioning(models)
     for model_name in SERVING_MODELS:
         np.savez(repository / model_name / "1" / "conditioning.npz", **conditioning,

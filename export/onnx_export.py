@@ -8,8 +8,11 @@ tracer on diffusers' upsample-size guards (reference/objectclear.md 8.5 #3).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import re
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -52,6 +55,16 @@ class ComponentSpec:
     export_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
+class NetworkWrapper(nn.Module):
+    """Base of the export wrappers: Hugging Face models (the wrapper's *parts*, given to its constructor as keyword
+    arguments) re-plumbed to the tensors one Triton network serves. The parts are remembered so the export can save
+    them, and the torch runtime (pipelines/torch_network.py) rebuilds the very same wrapper around their weights."""
+
+    def __init__(self, **parts: nn.Module):
+        super().__init__()
+        self.__dict__["parts"] = parts  # a plain attribute: each subclass registers the submodules it runs
+
+
 @dataclass
 class ExportReport:
     name: str
@@ -83,6 +96,42 @@ def export_component(spec: ComponentSpec, module: nn.Module, path: Path, threads
     report = ExportReport(spec.name, path, time.perf_counter() - start, 0.0)
     check_parity(spec, module, path, report, threads)
     return report
+
+
+def export_networks(networks: list[tuple[ComponentSpec, NetworkWrapper]], repository: Path) -> list[ExportReport]:
+    """Each network into <repository>/<name>/1/: the ONNX graph (checked against PyTorch) and, under torch/, the
+    weights of its parts for the torch runtime. A part shared by several networks (SAM 3's model, a VAE) is saved
+    once and hard-linked into the others."""
+    reports, saved = [], {}
+    for spec, module in networks:
+        folder = Path(repository) / spec.name / "1"
+        reports.append(export_component(spec, module, folder / "model.onnx"))
+        save_torch_network(spec, module, folder / "torch", saved)
+        print(reports[-1].summary(), flush=True)
+    return reports
+
+
+def save_torch_network(spec: ComponentSpec, module: NetworkWrapper, folder: Path, saved: dict[int, Path]) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, part in module.parts.items():
+        if id(part) in saved:
+            shutil.copytree(saved[id(part)], folder / name, copy_function=_link_or_copy)
+        else:
+            part.save_pretrained(folder / name)
+            saved[id(part)] = folder / name
+    qualified = lambda cls: f"{cls.__module__}:{cls.__qualname__}"  # noqa: E731
+    (folder / "network.json").write_text(json.dumps(
+        {"wrapper": qualified(type(module)), "parts": {name: qualified(type(p)) for name, p in module.parts.items()},
+         "inputs": {name: value.ndim for name, value in zip(spec.input_names, spec.dummy_inputs())},
+         "outputs": spec.output_names}, indent=2))
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem
+        shutil.copy2(source, target)
 
 
 def check_parity(spec: ComponentSpec, module: nn.Module, path: Path, report: ExportReport, threads: int) -> None:

@@ -29,10 +29,9 @@ from transformers import Sam3Model, Sam3Processor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, export_component, seeded
+from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, NetworkWrapper, export_networks, seeded
+from pipelines.sam3 import MAX_BOXES, TEXT_TOKENS
 
-TEXT_TOKENS = 32  # Sam3Processor pads every prompt to 32 tokens; the CLIP text model has 32 positions
-MAX_BOXES = 64
 SERVING_MODELS = ["sam3_segment", "remove_object"]  # python-backend models that run the processor
 DETECTOR_OUTPUTS = ["pred_masks", "pred_boxes", "pred_logits", "presence_logits", "semantic_seg"]
 
@@ -44,12 +43,12 @@ def load_sam3(folder: Path) -> Sam3Model:
 # --------------------------------------------------------------------------------------------------------------------
 # Export wrappers: transformers' own split, only re-plumbed to plain tensors in and out
 # --------------------------------------------------------------------------------------------------------------------
-class ImageEncoder(nn.Module):
+class ImageEncoder(NetworkWrapper):
     """ViT + FPN neck. Only levels 0-2 and the level-2 sine position encoding reach the detector: level 3 (x0.5)
     is computed by the neck but dropped by `Sam3Model.forward`, and so is left out of the graph."""
 
     def __init__(self, model: Sam3Model):
-        super().__init__()
+        super().__init__(model=model)
         self.vision_encoder = model.vision_encoder
 
     def forward(self, pixel_values):
@@ -58,11 +57,11 @@ class ImageEncoder(nn.Module):
         return fpn[0], fpn[1], fpn[2], out.fpn_position_encoding[2]
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(NetworkWrapper):
     """CLIP text last hidden state -> 1024->256 projection (`get_text_features(...).pooler_output`)."""
 
     def __init__(self, model: Sam3Model):
-        super().__init__()
+        super().__init__(model=model)
         self.model = model
 
     def forward(self, input_ids, attention_mask):
@@ -85,14 +84,14 @@ def static_rpb_grid(decoder: nn.Module, grid: tuple[int, int]):
         del decoder._get_rpb_matrix
 
 
-class Detector(nn.Module):
+class Detector(NetworkWrapper):
     """DETR encoder + decoder + mask decoder + scoring, prompted by text features (and box exemplars).
 
     Calls `Sam3Model.forward(vision_embeds=, text_embeds=)`, i.e. exactly transformers' code path. Inputs it ignores
     (FPN level 3, position encodings of levels 0 and 1) are filled with zeros of the right shape."""
 
     def __init__(self, model: Sam3Model):
-        super().__init__()
+        super().__init__(model=model)
         self.model = model
         vit = model.config.vision_config.backbone_config
         self.grid = (vit.image_size // vit.patch_size,) * 2
@@ -132,7 +131,7 @@ def box_prompts(batch: int, boxes: int, seed: int) -> tuple[torch.Tensor, torch.
     return torch.cat([centre, size], dim=-1), labels
 
 
-def component_specs(model: Sam3Model, boxes: bool = True) -> list[tuple[ComponentSpec, nn.Module]]:
+def component_specs(model: Sam3Model, boxes: bool = True) -> list[tuple[ComponentSpec, NetworkWrapper]]:
     config = model.config
     vit = config.vision_config.backbone_config
     size, grid, width = vit.image_size, vit.image_size // vit.patch_size, config.vision_config.fpn_hidden_size
@@ -208,10 +207,7 @@ def component_specs(model: Sam3Model, boxes: bool = True) -> list[tuple[Componen
 
 def export_sam3(source: Path, repository: Path) -> list[ExportReport]:
     model = load_sam3(source)
-    reports = []
-    for spec, module in component_specs(model):
-        reports.append(export_component(spec, module, Path(repository) / spec.name / "1" / "model.onnx"))
-        print(reports[-1].summary(), flush=True)
+    reports = export_networks(component_specs(model), repository)
     # The serving models tokenise and pre/post-process with transformers' own processor; each keeps a copy so a
     # model directory can be deployed on its own.
     processor = Sam3Processor.from_pretrained(Path(source))

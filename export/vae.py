@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import torch
 from diffusers import AutoencoderKL
-from torch import nn
 from torch.export import Dim
 
-from export.onnx_export import MAX_BATCH, ComponentSpec, seeded
+from export.onnx_export import MAX_BATCH, ComponentSpec, NetworkWrapper, seeded
 
 LATENT_RANGE = dict(min=8, max=512)  # 64 px .. 4096 px sides
 
 
-class VaeEncoderMoments(nn.Module):
+class VaeEncoderMoments(NetworkWrapper):
     """Posterior mean and log-variance, unscaled: the pipeline samples with its own seeded generator."""
 
     def __init__(self, vae: AutoencoderKL):
-        super().__init__()
+        super().__init__(vae=vae)
         self.vae = vae
 
     def forward(self, image):
@@ -23,16 +22,16 @@ class VaeEncoderMoments(nn.Module):
         return posterior.mean, posterior.logvar
 
 
-class VaeDecoder(nn.Module):
+class VaeDecoder(NetworkWrapper):
     def __init__(self, vae: AutoencoderKL):
-        super().__init__()
+        super().__init__(vae=vae)
         self.vae = vae
 
     def forward(self, latents):
         return self.vae.decode(latents).sample
 
 
-def vae_specs(prefix: str, vae: AutoencoderKL) -> list[tuple[ComponentSpec, nn.Module]]:
+def vae_specs(prefix: str, vae: AutoencoderKL) -> list[tuple[ComponentSpec, NetworkWrapper]]:
     """<prefix>_vae_encoder (image in [-1, 1] -> latent_mean, latent_logvar) and <prefix>_vae_decoder (unscaled
     latents -> image in [-1, 1]), dynamic in batch and both sides."""
     latent_channels = vae.config.latent_channels
@@ -44,7 +43,7 @@ def vae_specs(prefix: str, vae: AutoencoderKL) -> list[tuple[ComponentSpec, nn.M
         input_names=["image"], output_names=["latent_mean", "latent_logvar"],
         # derived 8*k dims: plain Dims make torch.export fail on a stride guard of the (H/8)(W/8) token count
         dynamic_shapes={"image": {0: batch, 2: 8 * image_h8, 3: 8 * image_w8}},
-        axis_names={"image": {0: "batch"}},
+        axis_names={"image": {0: "batch", 2: "latent_h", 3: "latent_w"}},  # image sides 8 * latent_h, 8 * latent_w
         dummy_inputs=lambda: (torch.rand(2, 3, 256, 384, generator=seeded(0)) * 2 - 1,),
         check_inputs=lambda: [(torch.rand(1, 3, 304, 464, generator=seeded(1)) * 2 - 1,),
                               (torch.rand(1, 3, 688, 512, generator=seeded(2)) * 2 - 1,)],

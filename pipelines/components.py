@@ -1,7 +1,8 @@
 """How a pipeline calls one of its networks: by name, with named torch tensors in and out.
 
-The same pipeline code runs its networks in-process on ONNX Runtime (unit tests, benchmarks) or, inside Triton,
-as separate Triton models reached through BLS (pipelines/triton_io.py) so that the server can batch and place them.
+The same pipeline code runs its networks in-process on a network runtime (ONNX Runtime on the CPU, or PyTorch:
+pipelines/torch_network.py) for tests and benchmarks or, inside Triton, as separate Triton models reached through BLS
+(pipelines/triton_io.py) so that the server can batch and place them.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Protocol
 
 import torch
 
-from pipelines.ort import ort_session
+from pipelines.ort import OrtNetwork
 
 
 class Component(Protocol):
@@ -21,12 +22,11 @@ class OrtComponent:
     """An exported network run in this process on ONNX Runtime (CPU)."""
 
     def __init__(self, path: Path, threads: int = 0):
-        self.session = ort_session(path, threads)
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.network = OrtNetwork(path, threads)
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = self.session.run(self.output_names, {k: v.detach().cpu().numpy() for k, v in inputs.items()})
-        return {name: torch.from_numpy(value) for name, value in zip(self.output_names, outputs)}
+        outputs = self.network.run({k: v.detach().cpu().numpy() for k, v in inputs.items()})
+        return {name: torch.from_numpy(value) for name, value in zip(self.network.output_names, outputs)}
 
 
 class OnDevice:
@@ -54,6 +54,12 @@ def pipeline_device(name: str) -> torch.device:
     return device
 
 
-def local_components(repository: Path, names: dict[str, str], threads: int = 0) -> dict[str, OrtComponent]:
-    """{role: Triton model name} -> in-process components reading <repository>/<model>/1/model.onnx."""
-    return {role: OrtComponent(Path(repository) / model / "1" / "model.onnx", threads) for role, model in names.items()}
+def local_components(repository: Path, names: dict[str, str], runtime: str = "onnxruntime",
+                     **options) -> dict[str, Component]:
+    """{role: Triton model name} -> in-process components on `runtime`, reading <repository>/<model>/1/model.onnx
+    (onnxruntime; options: threads) or <repository>/<model>/1/torch/ (torch; options: TorchNetwork's)."""
+    if runtime == "onnxruntime":
+        return {role: OrtComponent(Path(repository) / model / "1" / "model.onnx", **options)
+                for role, model in names.items()}
+    from pipelines.torch_network import TorchNetwork
+    return {role: TorchNetwork(Path(repository) / model / "1" / "torch", **options) for role, model in names.items()}

@@ -2,8 +2,9 @@
 
 Each `__call__` reads as diffusers' FluxPipeline / FluxFillPipeline (reference/flux.md 1): encode the prompt (CLIP
 pooled + T5 sequence) -> prepare latents (seeded noise, 2x2 packing, position ids) -> flow-match Euler loop ->
-unpack -> decode. The networks are `Component`s (ONNX Runtime in-process, or Triton models via BLS); noise comes
-from `torch.Generator().manual_seed(seed)` on the CPU in diffusers' order, so a seed gives diffusers' image.
+unpack -> decode. The networks are `Component`s (a network runtime in-process, or Triton models via BLS); latents
+live on `device` (the CPU by default, a GPU beside networks that answer there); noise comes from
+`torch.Generator().manual_seed(seed)` on the CPU in diffusers' order, so a seed gives diffusers' image anywhere.
 Tokenizers, scheduler and VAE constants are read from the pipeline folder the exporter copied (configs only).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from transformers import AutoTokenizer
 
-from pipelines.components import Component
+from pipelines.components import Component, OnDevice
 from pipelines.flow_match import FlowMatchSchedule
 from pipelines.imaging import InputError, check_range, check_same_size, resize
 
@@ -116,16 +117,20 @@ def pack_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def fill_size(width: int, height: int, pixels: int, multiple: int = 16) -> tuple[int, int]:
-    """Processing size for Fill: about `pixels` in area with the image's aspect ratio, sides multiples of 16."""
+    """Processing size for Fill: about `pixels` in area with the image's aspect ratio, sides multiples of 16, each
+    within FLUX's generation limits (so an extreme panorama is squeezed rather than sent outside the sizes the
+    networks are built for: export/serving.py)."""
     scale = (pixels / (width * height)) ** 0.5
-    return (max(multiple, round(width * scale / multiple) * multiple),
-            max(multiple, round(height * scale / multiple) * multiple))
+    return tuple(min(MAX_SIDE, max(MIN_SIDE, round(side * scale / multiple) * multiple)) for side in (width, height))
 
 
 class FluxBase:
-    def __init__(self, components: dict[str, Component], config: FluxConfig):
+    def __init__(self, components: dict[str, Component], config: FluxConfig, device: str = "cpu"):
+        self.device = torch.device(device)
+        components = {role: OnDevice(component, self.device) for role, component in components.items()}
         self.clip, self.t5 = components["clip"], components["t5"]
         self.transformer, self.vae_decoder = components["transformer"], components["vae_decoder"]
+        self.vae_encoder = components.get("vae_encoder")
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(config.folder / "tokenizer")
         self.tokenizer_2 = AutoTokenizer.from_pretrained(config.folder / "tokenizer_2")
@@ -138,7 +143,7 @@ class FluxBase:
                                   truncation=True, return_tensors="pt").input_ids
         pooled = self.clip(input_ids=clip_ids)["pooled_embeds"]
         text = self.t5(input_ids=t5_ids)["text_embeds"]
-        return text, pooled, torch.zeros(text.shape[1], 3)
+        return text, pooled, torch.zeros(text.shape[1], 3, device=self.device)
 
     def latent_size(self, width: int, height: int) -> tuple[int, int]:
         return PATCH * (height // self.config.multiple), PATCH * (width // self.config.multiple)
@@ -152,7 +157,7 @@ class FluxBase:
                      img_ids=ids.expand(batch, -1, -1).contiguous(),
                      txt_ids=text_ids.expand(batch, -1, -1).contiguous())
         if self.config.guidance_embeds:
-            fixed["guidance"] = torch.full([batch], guidance_scale, dtype=torch.float32)
+            fixed["guidance"] = torch.full([batch], guidance_scale, dtype=torch.float32, device=self.device)
         for i in range(len(schedule)):
             if cancelled():
                 raise InterruptedError("request cancelled")
@@ -165,7 +170,7 @@ class FluxBase:
     def decode(self, latents: torch.Tensor, h: int, w: int) -> np.ndarray:
         latents = unpack(latents, h, w) / self.config.scaling_factor + self.config.shift_factor
         image = (self.vae_decoder(latents=latents)["image"] / 2 + 0.5).clamp(0, 1)
-        return (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        return (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 class FluxGenerator(FluxBase):
@@ -178,17 +183,16 @@ class FluxGenerator(FluxBase):
         generator = torch.Generator().manual_seed(int(seed))
 
         prompt_embeds, pooled, text_ids = self.encode_prompt(prompt)
-        latents = pack(torch.randn(1, self.config.latent_channels, h, w, generator=generator))
+        latents = pack(torch.randn(1, self.config.latent_channels, h, w, generator=generator)).to(self.device)
         schedule = FlowMatchSchedule.from_config(self.config.scheduler, settings.steps, latents.shape[1])
-        latents = self.denoise(latents, None, prompt_embeds, pooled, text_ids, image_ids(h, w), schedule,
-                               settings.guidance_scale, cancelled)
+        latents = self.denoise(latents, None, prompt_embeds, pooled, text_ids, image_ids(h, w).to(self.device),
+                               schedule, settings.guidance_scale, cancelled)
         return self.decode(latents, h, w)
 
 
 class FluxFillInpainter(FluxBase):
-    def __init__(self, components: dict[str, Component], config: FluxConfig):
-        super().__init__(components, config)
-        self.vae_encoder = components["vae_encoder"]
+    def __init__(self, components: dict[str, Component], config: FluxConfig, device: str = "cpu"):
+        super().__init__(components, config, device)
         # diffusers' own preprocessing (lanczos resize, [-1, 1]; the mask grey, binarised at 0.5)
         self.image_processor = VaeImageProcessor(vae_scale_factor=config.multiple,
                                                  vae_latent_channels=config.latent_channels)
@@ -204,8 +208,9 @@ class FluxFillInpainter(FluxBase):
         check_same_size(image, mask)
         height, width = image.shape[:2]
         size = fill_size(width, height, settings.pixels, self.config.multiple)
-        pixels = self.image_processor.preprocess(Image.fromarray(image), height=size[1], width=size[0]).float()
+        pixels = self.image_processor.preprocess(Image.fromarray(image), height=size[1], width=size[0])
         mask_pixels = self.mask_processor.preprocess(Image.fromarray(mask), height=size[1], width=size[0])
+        pixels, mask_pixels = pixels.float().to(self.device), mask_pixels.to(self.device)
         h, w = self.latent_size(*size)
         generator = torch.Generator().manual_seed(int(seed))
 
@@ -213,18 +218,18 @@ class FluxFillInpainter(FluxBase):
         schedule = FlowMatchSchedule.from_config(self.config.scheduler, settings.steps, (h // 2) * (w // 2))
         # FluxFillPipeline's draws: the image's posterior sample, the noise, the masked image's posterior sample
         image_latents = self.encode_image(pixels, generator)
-        noise = torch.randn(image_latents.shape, generator=generator)
+        noise = torch.randn(image_latents.shape, generator=generator).to(self.device)
         latents = pack(schedule.scale_noise(image_latents, noise))
         masked_latents = pack(self.encode_image(pixels * (1 - mask_pixels), generator))
         condition = torch.cat([masked_latents, pack_mask(mask_pixels, self.config.vae_scale_factor)], dim=2)
-        latents = self.denoise(latents, condition, prompt_embeds, pooled, text_ids, image_ids(h, w), schedule,
-                               settings.guidance_scale, cancelled)
+        latents = self.denoise(latents, condition, prompt_embeds, pooled, text_ids, image_ids(h, w).to(self.device),
+                               schedule, settings.guidance_scale, cancelled)
         result = self.decode(latents, h, w)
-        region = (mask_pixels[0, 0].numpy() * 255).astype(np.uint8)
+        region = (mask_pixels[0, 0].cpu().numpy() * 255).astype(np.uint8)
         return resize(result, (width, height), Image.BICUBIC), resize(region, (width, height), Image.NEAREST)
 
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         moments = self.vae_encoder(image=pixels)
         mean, std = moments["latent_mean"], torch.exp(0.5 * moments["latent_logvar"])
-        sample = mean + std * torch.randn(mean.shape, generator=generator)
+        sample = mean + std * torch.randn(mean.shape, generator=generator).to(self.device)
         return (sample - self.config.shift_factor) * self.config.scaling_factor

@@ -75,6 +75,25 @@ def short_side_size(width: int, height: int, short_side: int, multiple: int = 16
     return round_up(width, multiple), round_up(height, multiple)
 
 
+# The serving envelope of ObjectClear's networks: every processing size lies in [MIN_SIDE, short_side * MAX_ASPECT] on
+# both axes, so one TensorRT optimisation profile per preset covers every photo (export/profiles.py). Photos inside it
+# (aspect ratio up to 2:1, short side from 64 px) keep the reference rule's size exactly.
+MIN_SIDE = 64  # 8 latents: the smallest side the exported UNet and VAE are traced for
+MAX_ASPECT = 2
+
+
+def processing_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """`short_side_size`, brought into the serving envelope: a panorama longer than MAX_ASPECT x `short_side` is
+    processed with its long side at that bound (the short side shrinks with it), and a side under MIN_SIDE is
+    stretched to MIN_SIDE. The pipeline resizes back to the input size, so only the processing resolution changes."""
+    size = short_side_size(width, height, short_side)
+    longest = short_side * MAX_ASPECT
+    if max(size) > longest:
+        scale = longest / max(width, height)
+        size = tuple(min(longest, round_up(int(side * scale), 16)) for side in (width, height))
+    return tuple(max(MIN_SIDE, side) for side in size)
+
+
 def resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
     """Resize a uint8 image array to (width, height); a no-op when the size already matches."""
     if (array.shape[1], array.shape[0]) == tuple(size):

@@ -22,7 +22,7 @@ from PIL import Image
 from pipelines.components import Component, OnDevice
 from pipelines.euler import EulerSchedule
 from pipelines.fusion import attention_guided_fusion, attention_region
-from pipelines.imaging import check_range, check_same_size, resize, short_side_size
+from pipelines.imaging import check_range, check_same_size, processing_size, resize
 
 VAE_SCALE = 8  # pixels per latent
 CLIP_SIZE = 224
@@ -75,7 +75,7 @@ class ObjectClearInpainter:
         settings.validate()
         check_same_size(image, mask)
         height, width = image.shape[:2]
-        size = short_side_size(width, height, settings.short_side)
+        size = processing_size(width, height, settings.short_side)
         image_small = resize(image, size, Image.BICUBIC)
         mask_small = resize(mask, size, Image.NEAREST)
 

@@ -4,7 +4,7 @@ Pre- and post-processing are transformers' own `Sam3Processor` (resize to the mo
 normalisation, CLIP tokenisation padded to 32, `post_process_instance_segmentation`); the networks are
 `Component`s: image encoder (once per image), text encoder (once per distinct prompt, cached), detector + mask
 decoder (once per image and prompt; a second graph when box exemplars are given, because transformers runs the
-geometry encoder only then).
+geometry encoder only then). Features stay on `device` between the networks, and so does the post-processing.
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from PIL import Image
 from transformers import Sam3Processor
 from transformers.models.sam3.modeling_sam3 import Sam3ImageSegmentationOutput
 
-from pipelines.components import Component
+from pipelines.components import Component, OnDevice
 from pipelines.imaging import InputError
 
+TEXT_TOKENS = 32  # Sam3Processor pads every prompt to 32 tokens; the CLIP text model has 32 positions
+MAX_BOXES = 64  # box exemplars per request: the exported geometry encoder's (and its TensorRT profile's) bound
 COMPONENT_MODELS = {"image_encoder": "sam3_image_encoder", "text_encoder": "sam3_text_encoder",
                     "detector": "sam3_detector", "detector_boxes": "sam3_detector_boxes"}
 COMPONENT_OUTPUTS = {"image_encoder": ["fpn0", "fpn1", "fpn2", "pos2"], "text_encoder": ["text_features"],
@@ -39,11 +41,12 @@ class Segmentation:
 
 
 class Sam3Segmenter:
-    def __init__(self, components: dict[str, Component], processor: Sam3Processor, text_cache_size: int = 256):
-        self.image_encoder = components["image_encoder"]
-        self.text_encoder = components["text_encoder"]
-        self.detector = components["detector"]
-        self.detector_boxes = components["detector_boxes"]
+    def __init__(self, components: dict[str, Component], processor: Sam3Processor, text_cache_size: int = 256,
+                 device: str = "cpu"):
+        self.device = torch.device(device)
+        self.image_encoder, self.text_encoder, self.detector, self.detector_boxes = (
+            OnDevice(components[role], self.device)
+            for role in ("image_encoder", "text_encoder", "detector", "detector_boxes"))
         self.processor = processor
         self.text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.text_cache_size = text_cache_size
@@ -59,7 +62,8 @@ class Sam3Segmenter:
         if boxes is not None:
             self.check_boxes(boxes, image.shape)
         inputs = self.processor(images=Image.fromarray(image), text=prompt or None,
-                                input_boxes=None if boxes is None else [boxes.tolist()], return_tensors="pt")
+                                input_boxes=None if boxes is None else [boxes.tolist()],
+                                return_tensors="pt").to(self.device)
         features = self.image_encoder(pixel_values=inputs["pixel_values"])
         text_features = self.encode_text(prompt, inputs["input_ids"], inputs["attention_mask"])
         prompt_inputs = dict(features, text_features=text_features, text_mask=inputs["attention_mask"])
@@ -74,6 +78,8 @@ class Sam3Segmenter:
     def check_boxes(boxes: np.ndarray, shape) -> None:
         if boxes.ndim != 2 or boxes.shape[1] != 4:
             raise InputError("BOXES", f"expected shape [N, 4] (x0, y0, x1, y1 pixels), got {list(boxes.shape)}")
+        if len(boxes) > MAX_BOXES:
+            raise InputError("BOXES", f"{len(boxes)} boxes; at most {MAX_BOXES}")
         if not np.isfinite(boxes).all():
             raise InputError("BOXES", "contains NaN or infinity")
         if (boxes[:, 2] <= boxes[:, 0]).any() or (boxes[:, 3] <= boxes[:, 1]).any():
@@ -95,7 +101,7 @@ class Sam3Segmenter:
         result = self.processor.post_process_instance_segmentation(
             Sam3ImageSegmentationOutput(**outputs), threshold=score_threshold, mask_threshold=mask_threshold,
             target_sizes=original_sizes.tolist())[0]
-        masks = result["masks"].to(torch.uint8).numpy()
+        masks = result["masks"].to(torch.uint8).cpu().numpy()
         if len(masks) == 0:  # the processor skips the resize when nothing passed the threshold
             masks = np.zeros((0, *original_sizes[0].tolist()), np.uint8)
-        return Segmentation(masks, result["boxes"].float().numpy(), result["scores"].float().numpy())
+        return Segmentation(masks, result["boxes"].float().cpu().numpy(), result["scores"].float().cpu().numpy())

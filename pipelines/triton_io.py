@@ -100,14 +100,18 @@ def from_triton(tensor) -> torch.Tensor:
 
 
 class BlsComponent:
-    """A pipeline Component served by another Triton model, so the server schedules, batches and places it."""
+    """A pipeline Component served by another Triton model, so the server schedules, batches and places it. A
+    pipeline on a GPU asks for the outputs in that GPU's memory: a network on the GPU then hands them over without a
+    host copy, and its inputs travel as CUDA tensors too (DLPack), so latents and features stay on the device."""
 
-    def __init__(self, model_name: str, output_names: list[str]):
+    def __init__(self, model_name: str, output_names: list[str], device: torch.device = torch.device("cpu")):
         self.model_name, self.output_names = model_name, output_names
+        self.memory = {} if device.type != "cuda" else dict(
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_GPU, device.index or 0))
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         request = pb_utils.InferenceRequest(model_name=self.model_name, requested_output_names=self.output_names,
-                                            inputs=[to_triton(k, v) for k, v in inputs.items()])
+                                            inputs=[to_triton(k, v) for k, v in inputs.items()], **self.memory)
         response = request.exec()
         if response.has_error():
             raise ComponentError(f"{self.model_name}: {response.error().message()}")

@@ -13,7 +13,7 @@ from pipelines import flux, objectclear, sam3
 from pipelines.components import pipeline_device
 from pipelines.imaging import InputError, decode_image, encode_png
 from pipelines.triton_io import BlsComponent, bytes_input, bytes_output, forward, optional_scalar, optional_text
-from pipelines.triton_onnx import config_parameters
+from pipelines.triton_network import config_parameters
 
 OBJECTCLEAR_OUTPUTS = {"unet": ["noise_pred", "obj_attn"], "vae_encoder": ["latent_mean", "latent_logvar"],
                        "vae_decoder": ["image"], "object_encoder": ["object_token"]}
@@ -27,24 +27,34 @@ def parameters(args) -> dict[str, str]:
     return config_parameters(json.loads(args["model_config"]))
 
 
+def instance_device(args):
+    """Where a pipeline instance keeps its tensors: its GPU for a KIND_GPU instance (the GPU runtimes of
+    server/repository.py, beside networks that answer there), else the CPU. Refused at load when unusable."""
+    if args.get("model_instance_kind") == "GPU":
+        return pipeline_device(f"cuda:{args['model_instance_device_id']}")
+    return pipeline_device("cpu")
+
+
+def bls_components(args, models: dict[str, str], outputs: dict[str, list[str]]) -> dict[str, BlsComponent]:
+    device = instance_device(args)
+    return {role: BlsComponent(model, outputs[role], device) for role, model in models.items()}
+
+
 def build_inpainter(args) -> objectclear.ObjectClearInpainter:
-    """ObjectClear on BLS networks; its loop and fusion on the config's optional `device` (default "cpu")."""
-    components = {role: BlsComponent(model, OBJECTCLEAR_OUTPUTS[role])
-                  for role, model in objectclear.COMPONENT_MODELS.items()}
+    components = bls_components(args, objectclear.COMPONENT_MODELS, OBJECTCLEAR_OUTPUTS)
     conditioning = objectclear.Conditioning.load(version_dir(args) / "conditioning.npz")
-    device = pipeline_device(parameters(args).get("device", "cpu"))
-    return objectclear.ObjectClearInpainter(components, conditioning, device)
+    return objectclear.ObjectClearInpainter(components, conditioning, instance_device(args))
 
 
 def build_segmenter(args) -> sam3.Sam3Segmenter:
-    components = {role: BlsComponent(model, sam3.COMPONENT_OUTPUTS[role])
-                  for role, model in sam3.COMPONENT_MODELS.items()}
-    return sam3.Sam3Segmenter(components, Sam3Processor.from_pretrained(version_dir(args) / "processor"))
+    components = bls_components(args, sam3.COMPONENT_MODELS, sam3.COMPONENT_OUTPUTS)
+    return sam3.Sam3Segmenter(components, Sam3Processor.from_pretrained(version_dir(args) / "processor"),
+                              device=instance_device(args))
 
 
 def build_flux(args, pipeline_class: type[flux.FluxBase], models: dict[str, str]) -> flux.FluxBase:
-    components = {role: BlsComponent(model, flux.COMPONENT_OUTPUTS[role]) for role, model in models.items()}
-    return pipeline_class(components, flux.FluxConfig.load(version_dir(args) / "pipeline"))
+    components = bls_components(args, models, flux.COMPONENT_OUTPUTS)
+    return pipeline_class(components, flux.FluxConfig.load(version_dir(args) / "pipeline"), instance_device(args))
 
 
 def preset_settings(params: dict[str, str]) -> objectclear.Settings:
