@@ -9,14 +9,14 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("TensorRT engines need a CUDA GPU; none is visible", allow_module_level=True)
 
-from export.tensorrt import build_engine, objectclear_profiles  # noqa: E402
+from export.tensorrt import build_engine, engine_plans  # noqa: E402
 from pipelines.ort import ort_session  # noqa: E402
 
 
 def test_vae_decoder_engine_matches_onnx_runtime(model_repository, tmp_path):
     onnx_path = model_repository / "objectclear_vae_decoder" / "1" / "model.onnx"
-    plan = build_engine(onnx_path, tmp_path / "model.plan", objectclear_profiles("objectclear_vae_decoder", 256, 0, 0),
-                        precision="fp32")
+    _, profile = engine_plans(model_repository, "objectclear_vae_decoder")["ultra_fast"]
+    plan = build_engine(onnx_path, tmp_path / "model.plan", profile, precision="fp32")
     runtime = tensorrt.Runtime(tensorrt.Logger(tensorrt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan.read_bytes())
     context = engine.create_execution_context()
