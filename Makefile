@@ -28,10 +28,11 @@ model_repository/flux_fill_transformer/1/model.onnx: $(INSTALLED) export/flux.py
 demo: $(EXPORTED)
 	$(PY) -m client.demo
 
-# Keeps a server in the foreground for your own clients: make serve PRESET=quality
+# Keeps a server in the foreground for your own clients: make serve PRESET=quality [RUNTIME=torch|tensorrt|...]
 PRESET ?= balanced
+RUNTIME ?= onnxruntime
 serve: $(EXPORTED)
-	$(PY) -m server --preset $(PRESET)
+	$(PY) -m server --preset $(PRESET) --runtime $(RUNTIME)
 
 test: $(EXPORTED)
 	$(PY) -m pytest

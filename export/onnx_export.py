@@ -111,15 +111,28 @@ def export_networks(networks: list[tuple[ComponentSpec, NetworkWrapper]], reposi
     return reports
 
 
-def save_torch_network(spec: ComponentSpec, module: NetworkWrapper, folder: Path, saved: dict[int, Path]) -> None:
+def save_torch_network(spec: ComponentSpec, module: NetworkWrapper, folder: Path, saved: dict[int, Path],
+                       weights: bool = True) -> None:
+    """<folder>/network.json (the wrapper, its parts' classes, the tensor names) and each part's save_pretrained
+    folder. weights=False: the parts' configs alone, for the torch runtime's random weights (benchmarks)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for name, part in module.parts.items():
         if id(part) in saved:
             shutil.copytree(saved[id(part)], folder / name, copy_function=_link_or_copy)
-        else:
+            continue
+        if weights:
             part.save_pretrained(folder / name)
-            saved[id(part)] = folder / name
+        elif hasattr(part, "save_config"):  # diffusers
+            part.save_config(folder / name)
+        else:  # transformers' config, or PostfuseModule's plain dict
+            config = part.config
+            (folder / name).mkdir()
+            if isinstance(config, dict):
+                (folder / name / "config.json").write_text(json.dumps(config))
+            else:
+                config.save_pretrained(folder / name)
+        saved[id(part)] = folder / name
     qualified = lambda cls: f"{cls.__module__}:{cls.__qualname__}"  # noqa: E731
     (folder / "network.json").write_text(json.dumps(
         {"wrapper": qualified(type(module)), "parts": {name: qualified(type(p)) for name, p in module.parts.items()},

@@ -81,6 +81,21 @@ class PublicModel:
                 responses.append(error_response(error))
         return responses
 
+    def finalize(self):
+        release_cuda(self)
+
+
+def release_cuda(model) -> None:
+    """On unload: drop what the model holds (pipelines, cached text features, CUDA graphs) and hand its CUDA memory
+    back while the server is still there to release the tensors it shared, instead of leaving it to the CUDA context
+    teardown at process exit."""
+    model.__dict__.clear()
+    import gc
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
 
 def to_triton(name: str, tensor: torch.Tensor):
     # Triton has no per-row scalar when batching: a (B,) tensor travels as (B, 1) and the callee's config

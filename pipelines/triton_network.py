@@ -118,6 +118,11 @@ class TritonPythonModel:
                 start += rows
         return responses
 
+    def finalize(self):
+        if isinstance(self.network, TorchNetworkModel):  # the onnxruntime stubs never import torch
+            from pipelines.triton_io import release_cuda
+            release_cuda(self)
+
     def _read(self, request) -> dict:
         values = {}
         for name, rank in self.network.input_ranks.items():

@@ -1,6 +1,8 @@
-"""python -m server [--preset NAME] [--http-port N] [--grpc-port N] [--metrics-port N] [--repository DIR]
+"""python -m server [--preset NAME] [--runtime NAME [--device cuda|cpu] [--gpus N ...]] [--http-port N] ...
 
-Starts tritonserver on 127.0.0.1 with the chosen preset and keeps it in the foreground until Ctrl-C."""
+Starts tritonserver with the chosen preset and network runtime and keeps it in the foreground until Ctrl-C. The
+default runtime, onnxruntime, serves the exported repository as it is; another runtime first writes its repository
+(server/repository.py) into artifacts/repositories/<runtime>/, for tensorrt after building any missing engine."""
 from __future__ import annotations
 
 import argparse
@@ -8,24 +10,38 @@ import signal
 import sys
 from pathlib import Path
 
-from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, TritonServer
+from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, TritonServer, gpu_server_arguments
+from server.repository import DEFAULT_OUT, RUNTIMES, generate
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     parser.add_argument("--preset", choices=PRESETS, default="balanced")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
+                        help="where the networks run (default: %(default)s, on the CPU)")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="torch runtime: where it runs")
+    parser.add_argument("--gpus", type=int, nargs="+", default=[], help="GPU ids (default: what the process sees)")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY, help="the exported repository")
     parser.add_argument("--models", nargs="*", help="models to load (default: every model in the repository)")
+    parser.add_argument("--address", default="127.0.0.1", help="interface to listen on (0.0.0.0 in a container)")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--log", type=Path, help="server log file (default: a temporary file)")
     args = parser.parse_args()
-    server = TritonServer(args.repository, args.preset, args.models, args.http_port, args.grpc_port,
-                          args.metrics_port, args.log)
+    repository = args.repository
+    if args.runtime == "tensorrt":
+        build_missing_engines(repository)
+    if args.runtime != "onnxruntime":
+        repository = generate(args.runtime, DEFAULT_OUT / args.runtime, args.repository, args.models,
+                              device=args.device, gpus=args.gpus)
+    gpu = args.runtime != "onnxruntime" and not (args.runtime == "torch" and args.device == "cpu")
+    server = TritonServer(repository, args.preset, args.models, args.http_port, args.grpc_port, args.metrics_port,
+                          args.log, extra_args=gpu_server_arguments(args.gpus) if gpu else [],
+                          address=args.address)
     server.start()
-    print(f"tritonserver ready, preset {args.preset}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
-          f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it.", flush=True)
+    print(f"tritonserver ready, preset {args.preset}, runtime {args.runtime}: HTTP {server.http_url}, "
+          f"gRPC {server.grpc_url}, metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it.", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.process.wait()
@@ -34,6 +50,19 @@ def main() -> int:
     finally:
         server.stop()
     return 0
+
+
+def build_missing_engines(repository: Path) -> None:
+    """TensorRT plans are built on the GPU that serves them, once: into the exported repository's version folders."""
+    from export.tensorrt import build_engine, engine_plans
+    from export.serving import precision
+
+    for onnx_path in sorted(repository.glob("*/1/model.onnx")):
+        network = onnx_path.parent.parent.name
+        for plan, profile in {plan: profile for plan, profile in engine_plans(repository, network).values()}.items():
+            if not (onnx_path.parent / plan).exists():
+                print(f"building {network}/1/{plan} (once; minutes at full size)", flush=True)
+                build_engine(onnx_path, onnx_path.parent / plan, profile, precision(network))
 
 
 if __name__ == "__main__":

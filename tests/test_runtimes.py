@@ -34,8 +34,10 @@ PROMPT = "a photo of a cat holding a sign that says hello world"
 def torch_server(model_repository, tmp_path_factory):
     repository = generate("torch", tmp_path_factory.mktemp("torch-runtime") / "repository", model_repository,
                           device="cpu")
-    with TritonServer(repository) as server:
-        yield server
+    server = TritonServer(repository)
+    server.start(timeout=900)  # every network stub imports torch, diffusers and transformers: slower than ONNX Runtime's
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=RUNTIMES)
