@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 from pipelines.components import Component, OnDevice
 from pipelines.flow_match import FlowMatchSchedule
 from pipelines.imaging import InputError, check_range, check_same_size, resize
+from pipelines.progress import NO_OBSERVER, Observer
 
 # role -> Triton model that serves it
 GENERATE_MODELS = {"clip": "flux_clip_text_encoder", "t5": "flux_t5_encoder", "transformer": "flux_transformer",
@@ -148,9 +149,10 @@ class FluxBase:
     def latent_size(self, width: int, height: int) -> tuple[int, int]:
         return PATCH * (height // self.config.multiple), PATCH * (width // self.config.multiple)
 
-    def denoise(self, latents, condition, prompt_embeds, pooled, text_ids, ids, schedule: FlowMatchSchedule,
-                guidance_scale: float, cancelled) -> torch.Tensor:
+    def denoise(self, latents, condition, prompt_embeds, pooled, text_ids, latent_size: tuple[int, int],
+                schedule: FlowMatchSchedule, guidance_scale: float, observer: Observer) -> torch.Tensor:
         batch = latents.shape[0]
+        ids = image_ids(*latent_size).to(self.device)
         # Triton batches only tensors with a leading batch axis, so the ids travel once per row; materialised here,
         # once, rather than by every step's hand-over
         fixed = dict(encoder_hidden_states=prompt_embeds, pooled_projections=pooled,
@@ -159,12 +161,13 @@ class FluxBase:
         if self.config.guidance_embeds:
             fixed["guidance"] = torch.full([batch], guidance_scale, dtype=torch.float32, device=self.device)
         for i in range(len(schedule)):
-            if cancelled():
+            if observer.cancelled():
                 raise InterruptedError("request cancelled")
             hidden = latents if condition is None else torch.cat([latents, condition], dim=2)
             velocity = self.transformer(hidden_states=hidden, timestep=schedule.model_timestep(i, batch),
                                         **fixed)["velocity"]
             latents = schedule.step(velocity, i, latents)
+            observer.step(i + 1, len(schedule), unpack(latents, *latent_size))
         return latents
 
     def decode(self, latents: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -174,19 +177,24 @@ class FluxBase:
 
 
 class FluxGenerator(FluxBase):
-    def __call__(self, prompt: str, seed: int, settings: GenerateSettings, cancelled=lambda: False) -> np.ndarray:
-        """-> (H, W, 3) uint8, H and W the requested size rounded down to multiples of 16, as diffusers does."""
+    def __call__(self, prompt: str, seed: int, settings: GenerateSettings,
+                 observer: Observer = NO_OBSERVER) -> np.ndarray:
+        """-> (H, W, 3) uint8, H and W the requested size rounded down to multiples of 16, as diffusers does.
+        `observer` hears the stages and steps and may cancel the loop."""
         settings.validate()
         if not prompt.strip():
             raise InputError("PROMPT", "empty; describe the image to generate")
         h, w = self.latent_size(settings.width, settings.height)
         generator = torch.Generator().manual_seed(int(seed))
 
+        observer.stage("text_encode")
         prompt_embeds, pooled, text_ids = self.encode_prompt(prompt)
         latents = pack(torch.randn(1, self.config.latent_channels, h, w, generator=generator)).to(self.device)
         schedule = FlowMatchSchedule.from_config(self.config.scheduler, settings.steps, latents.shape[1])
-        latents = self.denoise(latents, None, prompt_embeds, pooled, text_ids, image_ids(h, w).to(self.device),
-                               schedule, settings.guidance_scale, cancelled)
+        observer.stage("denoise")
+        latents = self.denoise(latents, None, prompt_embeds, pooled, text_ids, (h, w), schedule,
+                               settings.guidance_scale, observer)
+        observer.stage("decode")
         return self.decode(latents, h, w)
 
 
@@ -201,11 +209,12 @@ class FluxFillInpainter(FluxBase):
                                                 do_binarize=True, do_convert_grayscale=True)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int, settings: FillSettings,
-                 cancelled=lambda: False) -> tuple[np.ndarray, np.ndarray]:
+                 observer: Observer = NO_OBSERVER) -> tuple[np.ndarray, np.ndarray]:
         """image (H, W, 3) uint8, mask (H, W) uint8 (white = fill) -> (image, binarised mask 0/255), both at the
-        input's resolution."""
+        input's resolution. `observer` hears the stages and steps and may cancel the loop."""
         settings.validate()
         check_same_size(image, mask)
+        observer.stage("encode")
         height, width = image.shape[:2]
         size = fill_size(width, height, settings.pixels, self.config.multiple)
         pixels = self.image_processor.preprocess(Image.fromarray(image), height=size[1], width=size[0])
@@ -222,8 +231,10 @@ class FluxFillInpainter(FluxBase):
         latents = pack(schedule.scale_noise(image_latents, noise))
         masked_latents = pack(self.encode_image(pixels * (1 - mask_pixels), generator))
         condition = torch.cat([masked_latents, pack_mask(mask_pixels, self.config.vae_scale_factor)], dim=2)
-        latents = self.denoise(latents, condition, prompt_embeds, pooled, text_ids, image_ids(h, w).to(self.device),
-                               schedule, settings.guidance_scale, cancelled)
+        observer.stage("denoise")
+        latents = self.denoise(latents, condition, prompt_embeds, pooled, text_ids, (h, w), schedule,
+                               settings.guidance_scale, observer)
+        observer.stage("decode")
         result = self.decode(latents, h, w)
         region = (mask_pixels[0, 0].cpu().numpy() * 255).astype(np.uint8)
         return resize(result, (width, height), Image.BICUBIC), resize(region, (width, height), Image.NEAREST)

@@ -23,6 +23,7 @@ from pipelines.components import Component, OnDevice
 from pipelines.euler import EulerSchedule
 from pipelines.fusion import attention_guided_fusion, attention_region
 from pipelines.imaging import check_range, check_same_size, processing_size, resize
+from pipelines.progress import NO_OBSERVER, Observer
 
 VAE_SCALE = 8  # pixels per latent
 CLIP_SIZE = 224
@@ -69,11 +70,12 @@ class ObjectClearInpainter:
         self.conditioning = conditioning
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int, settings: Settings,
-                 cancelled=lambda: False) -> tuple[np.ndarray, np.ndarray]:
+                 observer: Observer = NO_OBSERVER) -> tuple[np.ndarray, np.ndarray]:
         """image (H, W, 3) uint8 RGB, mask (H, W) uint8 (white = remove) -> (image, attention region 0/255),
-        both at the input's resolution."""
+        both at the input's resolution. `observer` hears the stages and steps and may cancel the loop."""
         settings.validate()
         check_same_size(image, mask)
+        observer.stage("encode")
         height, width = image.shape[:2]
         size = processing_size(width, height, settings.short_side)
         image_small = resize(image, size, Image.BICUBIC)
@@ -87,10 +89,13 @@ class ObjectClearInpainter:
         prompt_embeds, pooled = self.encode_prompt(pixels, object_mask, settings.guidance_scale)
         image_latents, noise, masked_image_latents = self.prepare_latents(pixels, generator)
         latent_mask = F.interpolate(object_mask, size=noise.shape[-2:])
+        observer.stage("denoise")
         latents, attention = self.denoise(noise, image_latents, masked_image_latents, latent_mask, prompt_embeds,
-                                          pooled, settings, cancelled)
+                                          pooled, settings, observer)
+        observer.stage("decode")
         generated = self.decode(latents)
 
+        observer.stage("fusion")
         region = attention_region(attention, VAE_SCALE)
         fused = attention_guided_fusion(original, generated, region).cpu().numpy()
         region = (region.cpu().numpy() * 255).astype(np.uint8)
@@ -128,7 +133,7 @@ class ObjectClearInpainter:
         return image_latents, noise, masked_image_latents
 
     def denoise(self, noise, image_latents, masked_image_latents, latent_mask, prompt_embeds, pooled,
-                settings: Settings, cancelled):
+                settings: Settings, observer: Observer):
         schedule = self.schedule(settings.steps)
         rows = prompt_embeds.shape[0]  # 2 with CFG
         height, width = (VAE_SCALE * s for s in noise.shape[-2:])
@@ -137,7 +142,7 @@ class ObjectClearInpainter:
         condition = torch.cat([latent_mask, masked_image_latents], dim=1).repeat(rows, 1, 1, 1)
         latents = noise * schedule.init_noise_sigma
         for i in range(len(schedule)):
-            if cancelled():
+            if observer.cancelled():
                 raise InterruptedError("request cancelled")
             scaled = schedule.scale_model_input(latents.repeat(rows, 1, 1, 1), i)
             out = self.unet(sample=torch.cat([scaled, condition], dim=1),
@@ -152,6 +157,7 @@ class ObjectClearInpainter:
                 # "adaptive strength": restart the background from the image itself, at the next step's noise level
                 background = schedule.add_noise(image_latents, noise, 1)
                 latents = (1 - latent_mask) * background + latent_mask * latents
+            observer.step(i + 1, len(schedule), latents)
         return latents, self.object_attention(out["obj_attn"][-1:], noise.shape[-2:])
 
     @staticmethod

@@ -3,6 +3,7 @@ model control Triton loads nothing a BLS call will reach, so servers started for
 from __future__ import annotations
 
 from pipelines import flux, objectclear, sam3
+from pipelines.progress import STREAM_SUFFIX, STREAMED
 
 _FILL = ["flux_fill_inpaint", *flux.FILL_MODELS.values()]
 NEEDS = {
@@ -13,3 +14,5 @@ NEEDS = {
     "flux_generate": ["flux_generate", *flux.GENERATE_MODELS.values()],
     "flux_fill_inpaint": _FILL,
 }
+# each streaming twin (server/streaming.py) runs its public model's adapter, so it needs what that model needs
+NEEDS.update({model + STREAM_SUFFIX: [model + STREAM_SUFFIX, *NEEDS[model]] for model in STREAMED})

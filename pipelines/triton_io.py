@@ -7,6 +7,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from pipelines.imaging import InputError
+from pipelines.triton_observers import PipelineMetrics, RequestObserver
 
 
 class ComponentError(RuntimeError):
@@ -65,21 +66,29 @@ def error_response(error: Exception):
 
 
 class PublicModel:
-    """Base of the public python-backend models: one response per request, built by `infer`. Any exception
-    becomes that request's error response (INVALID_ARG for bad input), so one bad request never fails the
-    others in the batch or the model."""
+    """Base of the public python-backend models: one response per request, built by `infer(request, observer)`.
+    The observer times the pipeline's stages and counts its steps into the model's metrics (`self.metrics`, a
+    PipelineMetrics made in `initialize`) and tells the loop when the request is cancelled. Any exception becomes
+    that request's error response (INVALID_ARG for bad input), so one bad request never fails the others in the
+    batch or the model."""
 
-    def infer(self, request):
+    metrics: PipelineMetrics
+
+    def infer(self, request, observer: RequestObserver):
         raise NotImplementedError
 
+    def respond(self, request, observer: RequestObserver):
+        """The request's response, observed by `observer` (the streaming twins pass one that also sends progress)."""
+        try:
+            response = self.infer(request, observer)
+        except Exception as error:
+            observer.finish(error)
+            return error_response(error)
+        observer.finish()
+        return response
+
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self.infer(request))
-            except Exception as error:
-                responses.append(error_response(error))
-        return responses
+        return [self.respond(request, RequestObserver(request, self.metrics)) for request in requests]
 
     def finalize(self):
         release_cuda(self)

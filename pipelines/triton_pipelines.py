@@ -13,6 +13,7 @@ from pipelines import flux, objectclear, sam3
 from pipelines.components import pipeline_device
 from pipelines.imaging import InputError, decode_image, encode_png
 from pipelines.triton_io import BlsComponent, bytes_input, bytes_output, forward, optional_scalar, optional_text
+from pipelines.triton_observers import RequestObserver
 from pipelines.triton_network import config_parameters
 
 OBJECTCLEAR_OUTPUTS = {"unet": ["noise_pred", "obj_attn"], "vae_encoder": ["latent_mean", "latent_logvar"],
@@ -98,12 +99,14 @@ ENGINES = {"objectclear": None, "flux_fill": "flux_fill_inpaint"}
 FORWARDED_INPUTS = ["SEED", "STEPS", "GUIDANCE_SCALE"]
 
 
-def inpaint_response(request, inpainter, settings):
+def inpaint_response(request, inpainter, settings, observer: RequestObserver):
     """IMAGE + MASK (+ SEED) of an inpainting request through `inpainter` (ObjectClear or Fill) -> IMAGE, MASK."""
+    observer.stage("decode_input")
     image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
     mask = decode_image(bytes_input(request, "MASK"), "MASK", mode="L")
     seed = int(optional_scalar(request, "SEED", 0))
-    result, region = inpainter(image, mask, seed, settings, cancelled=request.is_cancelled)
+    result, region = inpainter(image, mask, seed, settings, observer=observer)
+    observer.stage("png")
     return pb_utils.InferenceResponse([bytes_output("IMAGE", encode_png(result)),
                                        bytes_output("MASK", encode_png(region))])
 

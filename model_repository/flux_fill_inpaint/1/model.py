@@ -5,6 +5,7 @@ networks are the flux_* models (called through BLS). Preset values come from thi
 """
 from pipelines.flux import FILL_MODELS, FluxFillInpainter
 from pipelines.triton_io import PublicModel
+from pipelines.triton_observers import PipelineMetrics
 from pipelines.triton_pipelines import build_flux, fill_preset, inpaint_response, parameters, request_fill_settings
 
 
@@ -12,6 +13,7 @@ class TritonPythonModel(PublicModel):
     def initialize(self, args):
         self.settings = fill_preset(parameters(args))
         self.inpainter = build_flux(args, FluxFillInpainter, FILL_MODELS)
+        self.metrics = PipelineMetrics(args, engine="flux_fill")
 
-    def infer(self, request):
-        return inpaint_response(request, self.inpainter, request_fill_settings(request, self.settings))
+    def infer(self, request, observer):
+        return inpaint_response(request, self.inpainter, request_fill_settings(request, self.settings), observer)

@@ -8,6 +8,7 @@ import triton_python_backend_utils as pb_utils
 
 from pipelines.imaging import decode_image
 from pipelines.triton_io import PublicModel, bytes_input, optional_scalar, optional_tensor, text_input
+from pipelines.triton_observers import PipelineMetrics
 from pipelines.triton_pipelines import build_segmenter, parameters
 
 
@@ -17,10 +18,13 @@ class TritonPythonModel(PublicModel):
         self.score_threshold = float(params["score_threshold"])
         self.mask_threshold = float(params["mask_threshold"])
         self.segmenter = build_segmenter(args)
+        self.metrics = PipelineMetrics(args, engine="sam3")
 
-    def infer(self, request):
+    def infer(self, request, observer):
+        observer.stage("decode_input")
         image = decode_image(bytes_input(request, "IMAGE"), "IMAGE")
         boxes = optional_tensor(request, "BOXES")
+        observer.stage("segmentation")
         found = self.segmenter(image, text_input(request, "PROMPT"), boxes,
                                float(optional_scalar(request, "SCORE_THRESHOLD", self.score_threshold)),
                                self.mask_threshold)
