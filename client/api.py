@@ -12,13 +12,23 @@ PRODUCT.md).
 Optional settings (steps, guidance_scale, width, height, engine, a fill prompt) are sent only when given; left out,
 the server uses its preset's value.
 
+Progress (gRPC only): with `on_progress`, Client's inpaint/fill/remove/generate call the model's streaming twin
+`<model>_stream` instead, and call on_progress(Progress) for each progress message (a stage starting, a denoising step
+done; with preview=True each step carries a PNG of the latents' RGB projection); they return the same result as
+without. An exception from on_progress (or Ctrl-C) cancels the request on the server, which stops its loop.
+
+    with Client("127.0.0.1:8001", "grpc") as client:
+        result = client.remove(image, "the cup", on_progress=lambda p: print(p.stage, p.step, p.total_steps))
+
 Errors come as ClientError subclasses: ServerUnavailable (nothing answers at the URL), ModelNotReady (the model is
 not loaded or not ready), InvalidInput (the server rejected the request with INVALID_ARG; its message names the
 input). Each carries the CLI exit code for it.
 """
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -26,7 +36,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 PROTOCOLS = {"http": httpclient, "grpc": grpcclient}
-DTYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32}
+DTYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_}
+STREAM_SUFFIX = "_stream"  # the streaming twin of a public model (pipelines/progress.py)
 
 
 class ClientError(RuntimeError):
@@ -55,6 +66,19 @@ RemoveResult = InpaintResult  # remove_object returns the same pair: IMAGE and M
 
 
 @dataclass
+class Progress:
+    """One progress message of a streamed request."""
+    stage: str  # decode_input, segmentation, encode, text_encode, denoise, decode, fusion, png, ...
+    step: int  # denoising steps done; 0 in the message that starts a stage
+    total_steps: int  # the request's denoising steps; 0 in the message that starts a stage
+    elapsed: float  # seconds since the server started the request
+    preview: bytes | None = None  # PNG of the latents' RGB projection (preview=True, step messages)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
 class SegmentResult:
     masks: np.ndarray  # uint8 [N, H, W], 0/1, one per instance
     boxes: np.ndarray  # float32 [N, 4], xyxy pixels
@@ -69,7 +93,8 @@ def _translate(error: Exception, model: str, url: str) -> ClientError:
             return ServerUnavailable(f"no Triton server at {url}: {message.splitlines()[0]}")
         if status in ("404", "StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE") or "unknown model" in message:
             return ModelNotReady(f"model '{model}' is not loaded or not ready on {url}: {message}")
-        if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+        # a streamed response's error carries no status, only the message, which names the input for bad input
+        if status in ("400", "StatusCode.INVALID_ARGUMENT") or (not status and message.startswith("input '")):
             return InvalidInput(message)
         return ClientError(f"{status or 'error'}: {message}")
     # HTTP: refused/unresolvable (OSError from geventhttpclient, aiohttp's ClientConnectorError is one too)
@@ -136,6 +161,14 @@ class _Requests:
         return {name: result.as_numpy(name) for name in outputs}
 
     @staticmethod
+    def _progress(result) -> Progress:
+        preview = result.as_numpy("PREVIEW_IMAGE")
+        return Progress(result.as_numpy("STAGE").reshape(-1)[0].decode(), int(result.as_numpy("STEP").reshape(-1)[0]),
+                        int(result.as_numpy("TOTAL_STEPS").reshape(-1)[0]),
+                        float(result.as_numpy("ELAPSED").reshape(-1)[0]),
+                        None if preview is None else preview.reshape(-1)[0])
+
+    @staticmethod
     def _images(out: dict[str, np.ndarray]) -> InpaintResult:
         return InpaintResult(out["IMAGE"].reshape(-1)[0], out["MASK"].reshape(-1)[0])
 
@@ -176,7 +209,10 @@ class Client(_Requests):
         if not ready:
             raise self._not_ready(model)
 
-    def _infer(self, model: str, inputs: list, outputs: list[str]) -> dict[str, np.ndarray]:
+    def _infer(self, model: str, inputs: list, outputs: list[str], on_progress: ProgressCallback | None = None,
+               preview: bool = False) -> dict[str, np.ndarray]:
+        if on_progress is not None:
+            return self._stream(model, inputs, outputs, on_progress, preview)
         requested = [self.protocol.InferRequestedOutput(name) for name in outputs]
         kwargs = {"client_timeout": self.timeout_s} if self.protocol is grpcclient else {}
         try:
@@ -185,28 +221,62 @@ class Client(_Requests):
             raise _translate(error, model, self.url) from None
         return self._outputs(result, outputs)
 
+    def _stream(self, model: str, inputs: list, outputs: list[str], on_progress: ProgressCallback,
+                preview: bool) -> dict[str, np.ndarray]:
+        """`model`'s streaming twin: on_progress for each progress response, then the final response's outputs.
+        Leaving early (on_progress raised, Ctrl-C, a timeout) cancels the request on the server."""
+        if self.protocol is not grpcclient:
+            raise ClientError("progress needs gRPC: Triton streams responses only over gRPC (protocol 'grpc')")
+        model += STREAM_SUFFIX
+        responses: queue.Queue = queue.Queue()
+        self.triton.start_stream(callback=lambda result, error: responses.put((result, error)))
+        finished = False
+        try:
+            self.triton.async_stream_infer(model, inputs + self._inputs(("PREVIEW", preview or None, "BOOL")))
+            while True:
+                try:
+                    result, error = responses.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    raise ClientError(f"{model}: no response within {self.timeout_s:.0f} s") from None
+                if error is not None:
+                    finished = True
+                    raise _translate(error, model, self.url)
+                if result.as_numpy(outputs[0]) is not None:  # the final response: the public model's outputs
+                    finished = True
+                    return self._outputs(result, outputs)
+                on_progress(self._progress(result))
+        finally:
+            self.triton.stop_stream(cancel_requests=not finished)
+
     def inpaint(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
-                guidance_scale: float | None = None, engine: str | None = None) -> InpaintResult:
+                guidance_scale: float | None = None, engine: str | None = None,
+                on_progress: ProgressCallback | None = None, preview: bool = False) -> InpaintResult:
         """objectclear_inpaint; engine "objectclear" or "flux_fill" (FLUX.1 Fill via flux_fill_inpaint)."""
-        return self._images(self._infer(*self._inpaint_request(image, mask, seed, steps, guidance_scale, engine)))
+        request = self._inpaint_request(image, mask, seed, steps, guidance_scale, engine)
+        return self._images(self._infer(*request, on_progress, preview))
 
     def fill(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
-             guidance_scale: float | None = None, prompt: str | None = None) -> InpaintResult:
+             guidance_scale: float | None = None, prompt: str | None = None,
+             on_progress: ProgressCallback | None = None, preview: bool = False) -> InpaintResult:
         """flux_fill_inpaint: FLUX.1 Fill paints the white part of the mask, guided by prompt."""
-        return self._images(self._infer(*self._fill_request(image, mask, seed, steps, guidance_scale, prompt)))
+        request = self._fill_request(image, mask, seed, steps, guidance_scale, prompt)
+        return self._images(self._infer(*request, on_progress, preview))
 
     def remove(self, image: bytes, prompt: str, seed: int = 0, steps: int | None = None,
-               guidance_scale: float | None = None, engine: str | None = None) -> RemoveResult:
-        return self._images(self._infer(*self._remove_request(image, prompt, seed, steps, guidance_scale, engine)))
+               guidance_scale: float | None = None, engine: str | None = None,
+               on_progress: ProgressCallback | None = None, preview: bool = False) -> RemoveResult:
+        request = self._remove_request(image, prompt, seed, steps, guidance_scale, engine)
+        return self._images(self._infer(*request, on_progress, preview))
 
     def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
         return self._segments(self._infer(*self._segment_request(image, prompt, boxes)))
 
     def generate(self, prompt: str, seed: int = 0, width: int | None = None, height: int | None = None,
-                 steps: int | None = None, guidance_scale: float | None = None) -> bytes:
+                 steps: int | None = None, guidance_scale: float | None = None,
+                 on_progress: ProgressCallback | None = None, preview: bool = False) -> bytes:
         """flux_generate: a PNG. Sizes are rounded down to a multiple of 16 by the server."""
         request = self._generate_request(prompt, seed, width, height, steps, guidance_scale)
-        return self._infer(*request)["IMAGE"].reshape(-1)[0]
+        return self._infer(*request, on_progress, preview)["IMAGE"].reshape(-1)[0]
 
 
 class AsyncClient(_Requests):

@@ -7,7 +7,9 @@
     python -m client segment photo.jpg --prompt "cup" [--box 130 40 470 330]
     python -m client generate --prompt "a red bicycle" --seed 7 [--width 768 --height 512 --steps 4] [--preset quality]
 
-Every command takes --url (default 127.0.0.1:8000 for http, :8001 for grpc) and --protocol http|grpc. Results go
+Every command takes --url (default 127.0.0.1:8000 for http, :8001 for grpc) and --protocol http|grpc. With
+--progress (gRPC) inpaint, fill, remove and generate call the models' streaming twins and show each request's stage
+and denoising steps as a progress bar; Ctrl-C cancels the requests on the server. Results go
 next to the input (photo.removed.png, photo.inpainted.png, photo.filled.png, photo.segment.png + .json) or to --out
 (a file for one image, a folder for a folder). --preset makes one request use that preset's values, read from
 model_repository/<model>/configs/<preset>.pbtxt (explicit flags win); without it and without flags the server's own
@@ -23,11 +25,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from client.api import Client, ClientError
+from client.api import STREAM_SUFFIX, Client, ClientError, Progress
 from server.launcher import PRESETS, preset_parameters
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -44,6 +47,34 @@ GENERATING = {"width": int, "height": int, **DENOISING}
 def with_engine(model: str, engine: str | None) -> list[str]:
     """The models a request to `model` with this ENGINE needs loaded: checked up front for a clear exit code 3."""
     return [model, FILL_MODEL] if engine == "flux_fill" else [model]
+
+
+class Cancelled(ClientError):
+    exit_code = 130  # as a shell reports Ctrl-C
+
+
+def called(args: argparse.Namespace, models: list[str]) -> list[str]:
+    """The models to check before sending work: with --progress the first (the one called) is its streaming twin."""
+    return [models[0] + STREAM_SUFFIX, *models[1:]] if getattr(args, "progress", False) else models
+
+
+@contextmanager
+def progress_bar(args: argparse.Namespace, label: str):
+    """With --progress: the client keywords that stream one request, showing its stage and steps as a bar."""
+    if not getattr(args, "progress", False):
+        yield {}
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=label, unit="step", file=sys.stderr, leave=False, disable=args.quiet) as bar:
+        def update(progress: Progress) -> None:
+            if args.cancelled.is_set():  # Ctrl-C: leaving the stream cancels the request on the server
+                raise Cancelled(f"{label}: cancelled at {progress.stage}")
+            bar.set_description(f"{label}: {progress.stage}", refresh=False)
+            if progress.total_steps:
+                bar.total, bar.n = progress.total_steps, progress.step
+            bar.refresh()
+        yield {"on_progress": update}
 
 
 def request_settings(args: argparse.Namespace, model: str, names: dict[str, type]) -> dict:
@@ -95,6 +126,9 @@ class Runner:
         except ClientError as error:
             print(f"error: {error}", file=sys.stderr)
             return error.exit_code
+        except KeyboardInterrupt:
+            print("cancelled", file=sys.stderr)
+            return Cancelled.exit_code
         finally:
             for client in self.clients:
                 client.close()
@@ -114,15 +148,20 @@ class Runner:
         with ThreadPoolExecutor(max(1, self.args.concurrency)) as pool, \
                 tqdm(total=len(jobs), unit="img", disable=not show_bar, file=sys.stderr) as bar:
             futures = {pool.submit(timed, job): job[0] for job in jobs}
-            for future in as_completed(futures):
-                try:
-                    source, written, seconds = future.result()
-                    if not self.args.quiet:
-                        bar.write(f"{source}: {seconds:.2f} s -> {', '.join(map(str, written))}")
-                except Exception as error:  # noqa: BLE001 -- one bad file must not stop a folder run
-                    failures.append(error if isinstance(error, ClientError) else ClientError(repr(error)))
-                    bar.write(f"error: {futures[future]}: {error}", file=sys.stderr)
-                bar.update()
+            try:
+                for future in as_completed(futures):
+                    try:
+                        source, written, seconds = future.result()
+                        if not self.args.quiet:
+                            bar.write(f"{source}: {seconds:.2f} s -> {', '.join(map(str, written))}")
+                    except Exception as error:  # noqa: BLE001 -- one bad file must not stop a folder run
+                        failures.append(error if isinstance(error, ClientError) else ClientError(repr(error)))
+                        bar.write(f"error: {futures[future]}: {error}", file=sys.stderr)
+                    bar.update()
+            except KeyboardInterrupt:
+                self.args.cancelled.set()  # streamed requests stop at their next progress message
+                pool.shutdown(cancel_futures=True)
+                raise
         if len(jobs) > 1 and not self.args.quiet:
             seconds = time.perf_counter() - started
             print(f"{len(jobs) - len(failures)}/{len(jobs)} done in {seconds:.1f} s "
@@ -152,12 +191,13 @@ def cmd_inpaint(args) -> int:
 
     def job(source: Path):
         def work(client: Client) -> list[Path]:
-            result = getattr(client, method)(source.read_bytes(), mask_for(source).read_bytes(), seed=args.seed,
-                                             **settings)
+            with progress_bar(args, source.name) as watch:
+                result = getattr(client, method)(source.read_bytes(), mask_for(source).read_bytes(), seed=args.seed,
+                                                 **settings, **watch)
             return write_pair(result, output_path(source, tag, args.out, folder_run), args.save_mask)
         return source, work
 
-    return Runner(args, *models).run([job(s) for s in sources])
+    return Runner(args, *called(args, models)).run([job(s) for s in sources])
 
 
 def cmd_remove(args) -> int:
@@ -168,11 +208,13 @@ def cmd_remove(args) -> int:
 
     def job(source: Path):
         def work(client: Client) -> list[Path]:
-            result = client.remove(source.read_bytes(), args.prompt, seed=args.seed, engine=args.engine, **settings)
+            with progress_bar(args, source.name) as watch:
+                result = client.remove(source.read_bytes(), args.prompt, seed=args.seed, engine=args.engine,
+                                       **settings, **watch)
             return write_pair(result, output_path(source, "removed", args.out, folder_run), args.save_mask)
         return source, work
 
-    return Runner(args, *models).run([job(s) for s in sources])
+    return Runner(args, *called(args, models)).run([job(s) for s in sources])
 
 
 def cmd_segment(args) -> int:
@@ -205,10 +247,12 @@ def cmd_generate(args) -> int:
 
     def work(client: Client) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(client.generate(args.prompt, seed=args.seed, **settings))
+        with progress_bar(args, target.name) as watch:
+            image = client.generate(args.prompt, seed=args.seed, **settings, **watch)
+        target.write_bytes(image)
         return [target]
 
-    return Runner(args, "flux_generate").run([(Path(f"prompt {args.prompt!r}"), work)])
+    return Runner(args, *called(args, ["flux_generate"])).run([(Path(f"prompt {args.prompt!r}"), work)])
 
 
 def write_pair(result, target: Path, save_mask: bool) -> list[Path]:
@@ -238,6 +282,8 @@ def parser() -> argparse.ArgumentParser:
     denoising.add_argument("--preset", choices=PRESETS, help="that preset's values for this request (from its config)")
     denoising.add_argument("--steps", type=int)
     denoising.add_argument("--guidance-scale", type=float)
+    denoising.add_argument("--progress", action="store_true",
+                           help="show each request's stage and steps (gRPC: the models' <model>_stream twins)")
 
     top = argparse.ArgumentParser(prog="python -m client", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,6 +319,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.url = args.url or f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
+    args.cancelled = threading.Event()
+    if getattr(args, "progress", False) and args.protocol != "grpc":
+        print("error: --progress streams over gRPC: add --protocol grpc (and a gRPC --url)", file=sys.stderr)
+        return 1
     image = getattr(args, "image", None)
     if image is not None and not image.exists():
         print(f"error: {image} does not exist", file=sys.stderr)

@@ -11,6 +11,7 @@ import skimage.data
 from PIL import Image, ImageDraw
 
 from export.tiny import FLUX_VARIANTS, TINY_ROOT, build_tiny_flux, build_tiny_objectclear, build_tiny_sam3
+from pipelines.progress import STREAM_SUFFIX
 from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
 
@@ -128,7 +129,11 @@ def coffee() -> tuple[np.ndarray, np.ndarray]:
 
 
 def start_server(repository: Path, preset: str | None):
-    server = TritonServer(repository, preset=preset)
+    """Every model for the default preset; for another preset, every model but the streaming twins (tested once, in
+    the default server: each is one more python-backend process to start)."""
+    models = None if preset is None else [m for m in TritonServer(repository).repository_models()
+                                          if not m.endswith(STREAM_SUFFIX)]
+    server = TritonServer(repository, preset=preset, models=models)
     server.start()
     return server
 
