@@ -7,6 +7,8 @@ EXPORTED := model_repository/objectclear_unet/1/model.onnx model_repository/sam3
 	model_repository/flux_transformer/1/model.onnx model_repository/flux_fill_transformer/1/model.onnx
 
 .PHONY: install export demo test serve clean
+# Debian's Prometheus server, unpacked (tests/test_metrics.py scrapes the test server with it): artifacts/prometheus/
+PROMETHEUS := artifacts/prometheus/prometheus
 
 install: $(INSTALLED)
 $(INSTALLED): pyproject.toml
@@ -34,7 +36,7 @@ RUNTIME ?= onnxruntime
 serve: $(EXPORTED)
 	$(PY) -m server --preset $(PRESET) --runtime $(RUNTIME)
 
-test: $(EXPORTED)
+test: $(EXPORTED) $(PROMETHEUS)
 	$(PY) -m pytest
 
 # perf_analyzer from the tritonclient 2.50.0 wheel (not pip-installable beside onnx): artifacts/perf_analyzer/
@@ -47,3 +49,8 @@ $(PERF_ANALYZER): scripts/install_perf_analyzer.sh
 clean:
 	rm -rf artifacts outputs model_repository/*/1/*.onnx model_repository/*/1/*.onnx.data model_repository/*/1/*.npz \
 		model_repository/*/1/processor model_repository/*/1/pipeline
+
+.PHONY: prometheus
+prometheus: $(PROMETHEUS)
+$(PROMETHEUS): scripts/install_prometheus.sh
+	bash scripts/install_prometheus.sh
