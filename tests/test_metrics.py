@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -85,9 +86,16 @@ def prometheus(default_server, tmp_path_factory):
                                 f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+
+    def scraping() -> bool:
+        assert process.poll() is None, (folder / "prometheus.log").read_text()[-3000:]
+        try:
+            return query(url, 'up{job="triton"}') == 1.0
+        except urllib.error.URLError:  # not listening yet
+            return False
+
     try:
-        wait_for(lambda: query(url, 'up{job="triton"}') == 1.0, "Prometheus scraping the server",
-                 lambda: (folder / "prometheus.log").read_text()[-3000:])
+        wait_for(scraping, "Prometheus scraping the server", lambda: (folder / "prometheus.log").read_text()[-3000:])
         yield url
     finally:
         process.terminate()
