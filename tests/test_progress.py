@@ -36,9 +36,14 @@ class Counting:
 
 
 @pytest.fixture(scope="module")
-def generator(model_repository):
-    components = local_components(model_repository, GENERATE_MODELS)
-    components["transformer"] = Counting(components["transformer"])
+def transformer(model_repository) -> Counting:
+    return Counting(local_components(model_repository, {"transformer": GENERATE_MODELS["transformer"]})["transformer"])
+
+
+@pytest.fixture(scope="module")
+def generator(model_repository, transformer):
+    others = {role: model for role, model in GENERATE_MODELS.items() if role != "transformer"}
+    components = dict(local_components(model_repository, others), transformer=transformer)
     return FluxGenerator(components, FluxConfig.load(model_repository / "flux_generate" / "1" / "pipeline"))
 
 
@@ -54,8 +59,7 @@ def test_stages_and_steps_in_order_and_the_same_image(generator):
     assert np.array_equal(image, generator("a red bicycle", 3, SETTINGS))  # the default observer: the same image
 
 
-def test_cancelling_stops_the_loop_before_the_next_transformer_call(generator):
-    transformer = generator.transformer
+def test_cancelling_stops_the_loop_before_the_next_transformer_call(generator, transformer):
     before = transformer.calls
     with pytest.raises(InterruptedError):
         generator("a red bicycle", 3, SETTINGS, observer=Recording(cancel_after=1))

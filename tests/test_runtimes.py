@@ -19,10 +19,11 @@ from PIL import Image
 
 from conftest import as_bytes, call, decode, diffusers_uint8, max_difference, png
 from pipelines.flux import fill_size
+from pipelines.progress import STREAM_SUFFIX
 from reference.objectclear_reference import objectclear_reference
 from reference.sam3_reference import load_sam3, sam3_reference
 from server.launcher import TritonServer, preset_parameters
-from server.repository import generate
+from server.repository import generate, servable_models
 
 pytestmark = pytest.mark.server
 RUNTIMES = ["onnxruntime", "torch"]
@@ -32,8 +33,9 @@ PROMPT = "a photo of a cat holding a sign that says hello world"
 
 @pytest.fixture(scope="session")
 def torch_server(model_repository, tmp_path_factory):
+    models = [m for m in servable_models(model_repository) if not m.endswith(STREAM_SUFFIX)]  # twins: test_streaming
     repository = generate("torch", tmp_path_factory.mktemp("torch-runtime") / "repository", model_repository,
-                          device="cpu")
+                          models, device="cpu")
     server = TritonServer(repository)
     server.start(timeout=900)  # every network stub imports torch, diffusers and transformers: slower than ONNX Runtime's
     yield server

@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2
 from client.api import Client, ClientError, InvalidInput, Progress
 from client.cli import main
 from conftest import decode, png
-from pipelines.imaging import short_side_size
+from pipelines.imaging import processing_size
 from pipelines.progress import PREVIEW_INPUT, PROGRESS_OUTPUTS, STREAM_SUFFIX, STREAMED
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS
 from server.streaming import stale
@@ -98,7 +98,7 @@ def test_previews_are_pngs_of_the_latents_one_pixel_per_latent(default_server, c
         client.generate(PROMPT, seed=5, width=256, height=272, steps=2, on_progress=messages.append, preview=True)
     previews = [decode(m.preview) for m in messages if m.step]
     assert all(m.preview is None for m in messages if not m.step)
-    width, height = short_side_size(300, 200, 384)  # balanced ObjectClear's processing size for the 300x200 pair
+    width, height = processing_size(300, 200, 384)  # balanced ObjectClear's processing size for the 300x200 pair
     assert [p.shape for p in previews] == [(height // 8, width // 8, 3)] * 2 + [(272 // 8, 256 // 8, 3)] * 2
     assert all(p.dtype == np.uint8 for p in previews)
     assert not np.array_equal(previews[0], previews[1]) and not np.array_equal(previews[2], previews[3])
