@@ -8,7 +8,8 @@ Series (every one labelled with `model` and `preset`, the configs/<preset>.pbtxt
 - pipeline_denoising_steps_total: denoising steps run (one UNet or transformer call each);
 - pipeline_requests_total{engine, outcome}: requests by engine and outcome (ok, invalid, cancelled, error);
   cancellations are outcome="cancelled";
-- pipeline_nothing_found_total: remove_object requests whose prompt matched nothing (no diffusion ran).
+- pipeline_nothing_found_total: remove_object requests whose prompt matched nothing (no diffusion ran; 0 elsewhere).
+The counters exist at 0 from the model's start.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def preset_name(args) -> str:
     return "custom"
 
 
+OUTCOMES = ["ok", "invalid", "cancelled", "error"]
+
+
 def outcome(error: Exception | None) -> str:
     if error is None:
         return "ok"
@@ -67,6 +71,11 @@ class PipelineMetrics:
             "pipeline_nothing_found_total", "Requests whose prompt matched nothing, so no diffusion ran",
             pb_utils.MetricFamily.COUNTER)
         self.metrics: dict[tuple, object] = {}
+        # the counters start at 0 rather than at the first event, so that rate() and increase() see that event
+        for family in (self.steps, self.nothing_found):
+            self.metric(family)
+        for result in OUTCOMES:
+            self.metric(self.requests, engine=engine, outcome=result)
 
     def metric(self, family, **labels):
         """The family's metric for the model's labels plus `labels`, made on first use."""
