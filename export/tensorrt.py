@@ -57,6 +57,22 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: dict[str, tuple], pr
     return plan_path
 
 
+def build_engines(repository: Path, networks: list[str] | None = None, presets: list[str] = PRESETS,
+                  fp32: bool = False, missing_only: bool = False) -> None:
+    """Every plan the presets need, for every exported network (or those named), in its version folder."""
+    repository = Path(repository)
+    networks = networks or sorted(p.parent.parent.name for p in repository.glob("*/1/model.onnx"))
+    for network in networks:
+        folder = repository / network / "1"
+        plans = {plan: profile for preset, (plan, profile) in engine_plans(repository, network).items()
+                 if preset in presets}
+        for plan, profile in plans.items():
+            if missing_only and (folder / plan).exists():
+                continue
+            print(f"building {network}/1/{plan} (minutes at full size)", flush=True)
+            build_engine(folder / "model.onnx", folder / plan, profile, "fp32" if fp32 else precision(network))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m export.tensorrt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,15 +82,7 @@ def main() -> None:
                         help="build only these presets' plans (default: all)")
     parser.add_argument("--fp32", action="store_true", help="build without reduced-precision kernels")
     args = parser.parse_args()
-    networks = args.models or sorted(p.parent.parent.name for p in args.repository.glob("*/1/model.onnx"))
-    for network in networks:
-        folder = args.repository / network / "1"
-        plans = {plan: profile for preset, (plan, profile) in engine_plans(args.repository, network).items()
-                 if preset in args.preset}
-        for plan, profile in plans.items():
-            built = build_engine(folder / "model.onnx", folder / plan, profile,
-                                 "fp32" if args.fp32 else precision(network))
-            print(f"{network}: {built}", flush=True)
+    build_engines(args.repository, args.models, args.preset, args.fp32)
 
 if __name__ == "__main__":
     main()

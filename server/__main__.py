@@ -30,8 +30,9 @@ def main() -> int:
     parser.add_argument("--log", type=Path, help="server log file (default: a temporary file)")
     args = parser.parse_args()
     repository = args.repository
-    if args.runtime == "tensorrt":
-        build_missing_engines(repository)
+    if args.runtime == "tensorrt":  # plans are built on the GPU that serves them, once, beside the graphs
+        from export.tensorrt import build_engines
+        build_engines(repository, missing_only=True)
     if args.runtime != "onnxruntime":
         repository = generate(args.runtime, DEFAULT_OUT / args.runtime, args.repository, args.models,
                               device=args.device, gpus=args.gpus)
@@ -50,19 +51,6 @@ def main() -> int:
     finally:
         server.stop()
     return 0
-
-
-def build_missing_engines(repository: Path) -> None:
-    """TensorRT plans are built on the GPU that serves them, once: into the exported repository's version folders."""
-    from export.tensorrt import build_engine, engine_plans
-    from export.serving import precision
-
-    for onnx_path in sorted(repository.glob("*/1/model.onnx")):
-        network = onnx_path.parent.parent.name
-        for plan, profile in {plan: profile for plan, profile in engine_plans(repository, network).values()}.items():
-            if not (onnx_path.parent / plan).exists():
-                print(f"building {network}/1/{plan} (once; minutes at full size)", flush=True)
-                build_engine(onnx_path, onnx_path.parent / plan, profile, precision(network))
 
 
 if __name__ == "__main__":
