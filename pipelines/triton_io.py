@@ -7,6 +7,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from pipelines.imaging import InputError
+from pipelines.stub_exit import exit_quickly
 from pipelines.triton_observers import PipelineMetrics, RequestObserver
 
 
@@ -91,19 +92,7 @@ class PublicModel:
         return [self.respond(request, RequestObserver(request, self.metrics)) for request in requests]
 
     def finalize(self):
-        release_cuda(self)
-
-
-def release_cuda(model) -> None:
-    """On unload: drop what the model holds (pipelines, cached text features, CUDA graphs) and hand its CUDA memory
-    back while the server is still there to release the tensors it shared, instead of leaving it to the CUDA context
-    teardown at process exit."""
-    model.__dict__.clear()
-    import gc
-    gc.collect()
-    if torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
+        exit_quickly()
 
 
 def to_triton(name: str, tensor: torch.Tensor):
