@@ -1,5 +1,6 @@
-"""The first request after the server reports ready against the tenth, per public model, with the networks' warm-up
-and without it (their configs' "warm_up" parameter set to "false" in a linked copy of the repository).
+"""The first request after the server reports ready against the tenth, per public model, with the warm-up (each
+network's run while it loads, then the launcher's request per public model instance: server/warmup.py) and without
+either (the networks' "warm_up" parameter "false" in a linked copy of the repository, the launcher's off).
 
     python -m benchmarks.first_request --preset balanced
 
@@ -56,9 +57,9 @@ def requests() -> dict:
             "flux_fill_inpaint": lambda c: c.fill(image, mask)}
 
 
-def measure(repository: Path, preset: str, repeats: int) -> dict:
+def measure(repository: Path, preset: str, repeats: int, warm_up: bool) -> dict:
     calls, out = requests(), {}
-    with TritonServer(repository, preset=preset) as server, Client(server.http_url) as client:
+    with TritonServer(repository, preset=preset, warm_up=warm_up) as server, Client(server.http_url) as client:
         for model in ORDER:
             seconds = []
             for _ in range(repeats):
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("outputs/first_request.json"))
     args = parser.parse_args(argv)
-    report = {"warm-up": measure(DEFAULT_MODEL_REPOSITORY, args.preset, args.repeats),
-              "no warm-up": measure(without_warm_up(), args.preset, args.repeats)}
+    report = {"warm-up": measure(DEFAULT_MODEL_REPOSITORY, args.preset, args.repeats, warm_up=True),
+              "no warm-up": measure(without_warm_up(), args.preset, args.repeats, warm_up=False)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     for model in ORDER:

@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--model-control", choices=["explicit", "none"], default="explicit",
                         help="explicit (default): load --models, the repository API may load more; none: load the "
                              "whole repository and refuse loading later (for a server others can reach)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="report ready without first sending one request per public model instance")
     args = parser.parse_args()
     repository = args.repository
     if args.runtime == "tensorrt":  # plans are built on the GPU that serves them, once, beside the graphs
@@ -45,7 +47,7 @@ def main() -> int:
     gpu = args.runtime != "onnxruntime" and not (args.runtime == "torch" and args.device == "cpu")
     server = TritonServer(repository, args.preset, args.models, args.http_port, args.grpc_port, args.metrics_port,
                           args.log, extra_args=gpu_server_arguments(args.gpus) if gpu else [],
-                          address=args.address, model_control=args.model_control)
+                          address=args.address, model_control=args.model_control, warm_up=args.warm_up)
     server.start()
     print(f"tritonserver ready, preset {args.preset}, runtime {args.runtime}, listening on {args.address}: HTTP port "
           f"{server.http_port}, gRPC {server.grpc_port}, metrics {server.metrics_port}; log {server.log_path}. "

@@ -128,6 +128,8 @@ class TritonServer:
     # "explicit": exactly `models` load, and the repository API can load more; "none": every model in the repository
     # loads at start and nothing can be loaded later (a server others can reach: README, "Security")
     model_control: str = "explicit"
+    # once Triton is ready, one end-to-end request per public model instance before start() returns (server/warmup.py)
+    warm_up: bool = False
     process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
@@ -185,6 +187,11 @@ class TritonServer:
             if self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
             if self.is_ready():
+                if self.warm_up:
+                    from server.warmup import warm_up
+                    loaded = self.models if self.model_control == "explicit" and self.models is not None \
+                        else self.repository_models()
+                    warm_up(self.http_url, self.model_repository, loaded, self.preset)
                 return self
             time.sleep(0.5)
         self.stop()
