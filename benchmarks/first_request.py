@@ -10,18 +10,15 @@ asked later may find networks it shares with an earlier one already warm, in bot
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import skimage.data
-from PIL import Image, ImageDraw
 
 from client.api import Client
+from client.demo import demo_inputs, png
 from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
 ORDER = ["sam3_segment", "objectclear_inpaint", "remove_object", "flux_generate", "flux_fill_inpaint"]
@@ -43,15 +40,8 @@ def without_warm_up() -> Path:
 
 
 def requests() -> dict:
-    photo = skimage.data.coffee()
-    mask = Image.new("L", (photo.shape[1], photo.shape[0]), 0)
-    ImageDraw.Draw(mask).ellipse((130, 40, 470, 330), fill=255)
-
-    def png(image) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
-    image, mask = png(Image.fromarray(photo)), png(mask)
+    photo, mask = demo_inputs()
+    image, mask = png(photo), png(mask)
     return {"sam3_segment": lambda c: c.segment(image, "a cup"), "objectclear_inpaint": lambda c: c.inpaint(image, mask),
             "remove_object": lambda c: c.remove(image, "a cup"), "flux_generate": lambda c: c.generate("a red bicycle"),
             "flux_fill_inpaint": lambda c: c.fill(image, mask)}

@@ -13,7 +13,6 @@ issue 12), side by side. Prints a JSON report and a markdown table row for BENCH
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import re
@@ -23,11 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import skimage.data
 import tritonclient.http as httpclient
-from PIL import Image, ImageDraw
 from tritonclient.utils import InferenceServerException
 
+from client.demo import demo_inputs, png
 from pipelines.repository import NEEDS
 from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
@@ -37,15 +35,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def photo_request() -> dict[str, bytes]:
-    photo = skimage.data.coffee()
-    mask = Image.new("L", (photo.shape[1], photo.shape[0]), 0)
-    ImageDraw.Draw(mask).ellipse((130, 40, 470, 330), fill=255)
-
-    def png(image) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
-    return {"IMAGE": png(Image.fromarray(photo)), "MASK": png(mask), "PROMPT": b"a cup"}
+    photo, mask = demo_inputs()
+    return {"IMAGE": png(photo), "MASK": png(mask), "PROMPT": b"a cup"}
 
 
 def inputs_for(model: str, data: dict[str, bytes]) -> list:

@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import as_bytes, call, decode, diffusers_uint8, max_difference, png
 from reference.sam3_reference import load_sam3, sam3_reference
+from test_flux_served import fp32, int32, url
 from test_sam3_served import BOX_TOLERANCE_PX, SCORE_TOLERANCE
 
 pytestmark = pytest.mark.server
@@ -26,18 +27,6 @@ LONG_PROMPT = ("the white ceramic cup with the saucer and the silver spoon on th
 VERY_LONG_PROMPT = " ".join([LONG_PROMPT] * 12)
 MAX_TEXT_BYTES = 4096  # pipelines/triton_io.py; README
 PROMPT_MODELS = ["sam3_segment", "remove_object", "flux_generate", "flux_fill_inpaint"]
-
-
-def url(server, module) -> str:
-    return server.http_url if module is httpclient else server.grpc_url
-
-
-def fp32(value):
-    return np.array([value], dtype=np.float32), "FP32"
-
-
-def int32(value):
-    return np.array([value], dtype=np.int32), "INT32"
 
 
 @pytest.fixture(scope="module")
