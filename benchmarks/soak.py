@@ -232,7 +232,9 @@ def cancellation(server: TritonServer) -> dict:
 
 
 def run_preset(preset: str, seconds: float, concurrency: int, seed: int, warm_seconds: float) -> dict:
-    with TritonServer(preset=preset) as server:
+    server = TritonServer(preset=preset)
+    server.start(timeout=900)  # a loaded shared machine takes minutes to load the ~20 models
+    try:
         soak = Soak(server, seed)
         warm_deadline = time.monotonic() + warm_seconds
         workers = [threading.Thread(target=soak.worker, args=(warm_deadline, seed * 100 + i))
@@ -252,6 +254,8 @@ def run_preset(preset: str, seconds: float, concurrency: int, seed: int, warm_se
         stop = cancellation(server)
         with httpclient.InferenceServerClient(server.http_url) as client:
             ready = client.is_server_ready()
+    finally:
+        server.stop()
     lost = sum(n for outcome, n in soak.outcomes.items() if "LOST" in outcome or outcome.startswith("good")
                and "exception" in outcome)
     growth = {k: round(100 * (after[k] - before[k]) / before[k], 1) for k in before if k != "stubs" and before[k]}
