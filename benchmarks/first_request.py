@@ -2,9 +2,9 @@
 network's run while it loads, then the launcher's request per public model instance: server/warmup.py) and without
 either (the networks' "warm_up" parameter "false" in a linked copy of the repository, the launcher's off).
 
-    python -m benchmarks.first_request --preset balanced
+    python -m benchmarks.first_request --preset balanced [--models sam3_segment flux_generate]
 
-One server per run, the public models asked in turn (10 requests each, HTTP, scikit-image's coffee photo); a model
+One server per run (loading what the chosen models need), the public models asked in turn (10 requests each, HTTP, scikit-image's coffee photo); a model
 asked later may find networks it shares with an earlier one already warm, in both runs alike.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from client.api import Client
 from client.demo import demo_inputs, png
+from pipelines.repository import NEEDS
 from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
 ORDER = ["sam3_segment", "objectclear_inpaint", "remove_object", "flux_generate", "flux_fill_inpaint"]
@@ -47,16 +48,20 @@ def requests() -> dict:
             "flux_fill_inpaint": lambda c: c.fill(image, mask)}
 
 
-def measure(repository: Path, preset: str, repeats: int, warm_up: bool) -> dict:
+def measure(repository: Path, preset: str, repeats: int, warm_up: bool, models: list[str]) -> dict:
     calls, out = requests(), {}
-    with TritonServer(repository, preset=preset, warm_up=warm_up) as server, Client(server.http_url) as client:
-        for model in ORDER:
+    needed = sorted({name for model in models for name in NEEDS[model]})
+    server = TritonServer(repository, preset=preset, models=needed, warm_up=warm_up)
+    server.start(timeout=900)  # a loaded shared machine takes minutes
+    with Client(server.http_url) as client:
+        for model in models:
             seconds = []
             for _ in range(repeats):
                 start = time.perf_counter()
                 calls[model](client)
                 seconds.append(time.perf_counter() - start)
             out[model] = dict(first_s=seconds[0], tenth_s=seconds[-1], median_rest_s=statistics.median(seconds[1:]))
+    server.stop()
     return out
 
 
@@ -65,13 +70,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="balanced")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--models", nargs="+", choices=ORDER, default=ORDER, help="public models, asked in this order")
     parser.add_argument("--out", type=Path, default=Path("outputs/first_request.json"))
     args = parser.parse_args(argv)
-    report = {"warm-up": measure(DEFAULT_MODEL_REPOSITORY, args.preset, args.repeats, warm_up=True),
-              "no warm-up": measure(without_warm_up(), args.preset, args.repeats, warm_up=False)}
+    report = {"warm-up": measure(DEFAULT_MODEL_REPOSITORY, args.preset, args.repeats, True, args.models),
+              "no warm-up": measure(without_warm_up(), args.preset, args.repeats, False, args.models)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    for model in ORDER:
+    for model in args.models:
         cells = [f"{r[model]['first_s']:.2f} / {r[model]['tenth_s']:.2f} / {r[model]['median_rest_s']:.2f} "
                  f"({r[model]['first_s'] / r[model]['median_rest_s']:.1f}x)" for r in report.values()]
         print(f"| {model} | " + " | ".join(cells) + " |")

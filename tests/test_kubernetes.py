@@ -29,7 +29,7 @@ BASE = K8S / "base"
 OVERLAYS = K8S / "overlays"
 TRITON_HEALTH = {"live": "/v2/health/live", "ready": "/v2/health/ready"}  # KServe v2 protocol, what Triton serves
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # tritonserver's defaults
-KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version() + ".0"]  # schemas kubernetes-validate bundles
+KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]  # schemas kubernetes-validate bundles
 # Triton's administrative APIs (--http-restricted-api / --grpc-restricted-protocol names): clients need none of them
 ADMIN_APIS = {"model-config", "model-repository", "shared-memory", "statistics", "trace", "logging"}
 KUBECTL = shutil.which("kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
