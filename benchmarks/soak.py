@@ -145,7 +145,7 @@ class Soak:
         if protocol == "grpc":
             done = threading.Event()
             with grpcclient.InferenceServerClient(self.server.grpc_url) as client:
-                call = client.async_infer(model, triton_inputs(grpcclient, named), callback=lambda *_: done.set())
+                call = client.async_infer(model, triton_inputs(grpcclient, named), callback=lambda *_, **__: done.set())
                 finished = done.wait(leave_after)
                 if not finished:
                     call.cancel()
@@ -217,7 +217,7 @@ def cancellation(server: TritonServer) -> dict:
                  STEPS=(np.array([100], np.int32), "INT32"))
     before = unet_executions(server)
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        call = client.async_infer("objectclear_inpaint", triton_inputs(grpcclient, named), callback=lambda *_: None)
+        call = client.async_infer("objectclear_inpaint", triton_inputs(grpcclient, named), callback=lambda *_, **__: None)
         deadline = time.monotonic() + 120
         while unet_executions(server) < before + 3 and time.monotonic() < deadline:
             time.sleep(0.05)
