@@ -4,8 +4,8 @@ either (the networks' "warm_up" parameter "false" in a linked copy of the reposi
 
     python -m benchmarks.first_request --preset balanced [--models sam3_segment flux_generate]
 
-One server per run (loading what the chosen models need), the public models asked in turn (10 requests each, HTTP, scikit-image's coffee photo); a model
-asked later may find networks it shares with an earlier one already warm, in both runs alike.
+One server per run (loading what the chosen models need), the public models asked in turn (10 requests each, HTTP,
+scikit-image's coffee photo); a model asked later may find networks it shares with an earlier one already warm, in both runs alike.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from client.demo import demo_inputs, png
 from pipelines.repository import NEEDS
 from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
+NO_WARM_UP = '\nparameters: { key: "warm_up", value: { string_value: "false" } }\n'
 ORDER = ["sam3_segment", "objectclear_inpaint", "remove_object", "flux_generate", "flux_fill_inpaint"]
 
 
@@ -32,9 +33,9 @@ def without_warm_up() -> Path:
         if source.is_file() and "__pycache__" not in source.parts:
             path = target / source.relative_to(DEFAULT_MODEL_REPOSITORY)
             path.parent.mkdir(parents=True, exist_ok=True)
-            model_py = DEFAULT_MODEL_REPOSITORY / source.relative_to(DEFAULT_MODEL_REPOSITORY).parts[0] / "1" / "model.py"
-            if source.suffix == ".pbtxt" and "pipelines.triton_network" in model_py.read_text():
-                path.write_text(source.read_text() + '\nparameters: { key: "warm_up", value: { string_value: "false" } }\n')
+            model = DEFAULT_MODEL_REPOSITORY / source.relative_to(DEFAULT_MODEL_REPOSITORY).parts[0]
+            if source.suffix == ".pbtxt" and "pipelines.triton_network" in (model / "1" / "model.py").read_text():
+                path.write_text(source.read_text() + NO_WARM_UP)
             else:
                 path.symlink_to(source)
     return target
@@ -43,7 +44,8 @@ def without_warm_up() -> Path:
 def requests() -> dict:
     photo, mask = demo_inputs()
     image, mask = png(photo), png(mask)
-    return {"sam3_segment": lambda c: c.segment(image, "a cup"), "objectclear_inpaint": lambda c: c.inpaint(image, mask),
+    return {"sam3_segment": lambda c: c.segment(image, "a cup"),
+            "objectclear_inpaint": lambda c: c.inpaint(image, mask),
             "remove_object": lambda c: c.remove(image, "a cup"), "flux_generate": lambda c: c.generate("a red bicycle"),
             "flux_fill_inpaint": lambda c: c.fill(image, mask)}
 

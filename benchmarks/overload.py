@@ -104,9 +104,11 @@ def measure(server: TritonServer, model: str, preset: str, repository: Path, sec
     return dict(model=model, preset=preset, instances=running, unloaded_p50_s=percentile(unloaded, 50),
                 unloaded_p99_s=percentile(unloaded, 99), sustainable_per_s=throughput, offered_per_s=rate,
                 seconds=seconds, sent=len(results), admitted=len(admitted), refused=len(refused), errors=errors[:5],
-                error_count=len(errors), admitted_p50_s=percentile(admitted, 50), admitted_p99_s=percentile(admitted, 99),
+                error_count=len(errors), admitted_p50_s=percentile(admitted, 50),
+                admitted_p99_s=percentile(admitted, 99),
                 admitted_p99_vs_unloaded_p99=(percentile(admitted, 99) or 0) / percentile(unloaded, 99),
-                refusal_p50_ms=1000 * (percentile(refused, 50) or 0), refusal_p99_ms=1000 * (percentile(refused, 99) or 0),
+                refusal_p50_ms=1000 * (percentile(refused, 50) or 0),
+                refusal_p99_ms=1000 * (percentile(refused, 99) or 0),
                 refusal_max_ms=1000 * max(refused, default=0))
 
 
@@ -148,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=1))
     for r in report:
         print(f"| {r['run']} | {r['model']} {r['preset']} | {r['unloaded_p50_s']:.2f} / {r['unloaded_p99_s']:.2f} | "
-              f"{r['sustainable_per_s']:.2f} | {r['offered_per_s']:.2f} | {r['sent']} | {r['admitted']} | {r['refused']} | "
-              f"{r['admitted_p50_s']:.2f} / {r['admitted_p99_s']:.2f} ({r['admitted_p99_vs_unloaded_p99']:.2f}x) | "
-              f"{r['refusal_p50_ms']:.0f} / {r['refusal_p99_ms']:.0f} / {r['refusal_max_ms']:.0f} | {r['error_count']} |")
+              f"{r['sustainable_per_s']:.2f} | {r['offered_per_s']:.2f} | {r['sent']} | {r['admitted']} | "
+              f"{r['refused']} | {r['admitted_p50_s']:.2f} / {r['admitted_p99_s']:.2f} "
+              f"({r['admitted_p99_vs_unloaded_p99']:.2f}x) | {r['refusal_p50_ms']:.0f} / {r['refusal_p99_ms']:.0f} / "
+              f"{r['refusal_max_ms']:.0f} | {r['error_count']} |")
     return 0
 
 
