@@ -5,7 +5,8 @@ either (the networks' "warm_up" parameter "false" in a linked copy of the reposi
     python -m benchmarks.first_request --preset balanced [--models sam3_segment flux_generate]
 
 One server per run (loading what the chosen models need), the public models asked in turn (10 requests each, HTTP,
-scikit-image's coffee photo); a model asked later may find networks it shares with an earlier one already warm, in both runs alike.
+scikit-image's coffee photo); a model asked later may find networks it shares with an earlier one already warm, in
+both runs alike.
 """
 from __future__ import annotations
 

@@ -217,7 +217,8 @@ def cancellation(server: TritonServer) -> dict:
                  STEPS=(np.array([100], np.int32), "INT32"))
     before = unet_executions(server)
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        call = client.async_infer("objectclear_inpaint", triton_inputs(grpcclient, named), callback=lambda *_, **__: None)
+        call = client.async_infer("objectclear_inpaint", triton_inputs(grpcclient, named),
+                                  callback=lambda *_, **__: None)
         deadline = time.monotonic() + 120
         while unet_executions(server) < before + 3 and time.monotonic() < deadline:
             time.sleep(0.05)

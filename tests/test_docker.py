@@ -80,11 +80,11 @@ def ignored(path: str, patterns: list[str]) -> bool:
 def test_build_context_holds_code_and_configs_but_no_weights_or_environment():
     lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    exported = ["objectclear_unet/1/model.onnx", "flux_transformer/1/model.onnx.data",
+                "sam3_segment/1/processor/tokenizer.json", "remove_object/1/conditioning.npz",
+                "flux_generate/1/pipeline/x.json", "objectclear_unet/1/model.balanced.plan"]
     for path in [".venv/bin/python", ".git/HEAD", "artifacts/tiny/sam3/config.json", "outputs/demo/result.png",
-                 "model_repository/objectclear_unet/1/model.onnx", "model_repository/flux_transformer/1/model.onnx.data",
-                 "model_repository/sam3_segment/1/processor/tokenizer.json",
-                 "model_repository/remove_object/1/conditioning.npz", "model_repository/flux_generate/1/pipeline/x.json",
-                 "model_repository/objectclear_unet/1/model.balanced.plan", "pipelines/__pycache__/sam3.cpython-311.pyc"]:
+                 "pipelines/__pycache__/sam3.cpython-311.pyc", *(f"model_repository/{p}" for p in exported)]:
         assert ignored(path, patterns), f"{path} would be sent to the Docker daemon"
     for path in ["pyproject.toml", "README.md", "pipelines/sam3.py", "server/launcher.py", "docker/entrypoint.sh",
                  "model_repository/remove_object/config.pbtxt", "model_repository/remove_object/configs/quality.pbtxt",

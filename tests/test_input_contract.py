@@ -117,7 +117,8 @@ BAD_NUMBERS = [
 
 
 @MODULES
-@pytest.mark.parametrize("model, name, value", BAD_NUMBERS, ids=[f"{m}-{n}-{v[0].ravel()[-1]}" for m, n, v in BAD_NUMBERS])
+@pytest.mark.parametrize("model, name, value", BAD_NUMBERS,
+                         ids=[f"{m}-{n}-{v[0].ravel()[-1]}" for m, n, v in BAD_NUMBERS])
 def test_nan_infinite_and_out_of_range_numbers_are_refused(default_server, photo, module, model, name, value):
     if model == "objectclear_inpaint":
         tensors = cheapest_request("flux_fill_inpaint", photo, "")

@@ -81,7 +81,8 @@ def effective_args(container: dict) -> list[str]:
     env = {}
     for e in container.get("env", []):
         secret = e.get("valueFrom", {}).get("secretKeyRef")
-        env[e["name"]] = e["value"] if "value" in e else f"<secret {secret['name']}/{secret['key']}>" if secret else None
+        env[e["name"]] = (e["value"] if "value" in e else
+                          f"<secret {secret['name']}/{secret['key']}>" if secret else None)
     return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1)) or m.group(0), arg) for arg in container["args"]]
 
 
