@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from pipelines.progress import STREAMED
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS
 
 # PRODUCT.md's preset table: steps, short side, guidance
@@ -87,7 +88,7 @@ def test_public_interface_is_pinned(model):
     assert all(t.optional for t in config.input if t.name not in want_inputs or t.name in ("SEED", "BOXES"))
 
 
-@pytest.mark.parametrize("model", sorted(PUBLIC) + ["flux_fill_inpaint"])
+@pytest.mark.parametrize("model", sorted(PUBLIC) + ["flux_fill_inpaint"] + [f"{m}_stream" for m in sorted(STREAMED)])
 def test_public_models_admit_a_bounded_queue_and_refuse_the_rest(model):
     """Admission control (README, "Overload"): Triton's queue policy refuses a request at once (UNAVAILABLE) when as
     many wait as the preset runs at a time, so a burst cannot turn into minutes of latency for everyone; a request
