@@ -73,9 +73,10 @@ def refusal(module, server, model: str, **tensors) -> tuple[InferenceServerExcep
 def test_a_full_queue_refuses_at_once_and_the_admitted_are_served(default_server, coffee, tmp_path, capsys):
     photo, mask = coffee
     image, mask_png = as_bytes(png(photo)), as_bytes(png(mask))
-    slow = dict(IMAGE=image, MASK=mask_png, STEPS=(np.array([4], np.int32), "INT32"))  # ~a second each on 2 cores
-    with Saturated(default_server, "objectclear_inpaint", slow) as inpainting, \
-            Saturated(default_server, "flux_fill_inpaint", slow) as filling:
+    def slow(steps):  # seconds each on two cores: long enough for the queue to be seen full
+        return dict(IMAGE=image, MASK=mask_png, STEPS=(np.array([steps], np.int32), "INT32"))
+    with Saturated(default_server, "objectclear_inpaint", slow(16)) as inpainting, \
+            Saturated(default_server, "flux_fill_inpaint", slow(8)) as filling:
         wait_until_queue_is_full(default_server, "objectclear_inpaint")
         wait_until_queue_is_full(default_server, "flux_fill_inpaint")
         for module in (httpclient, grpcclient):
