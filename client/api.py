@@ -22,11 +22,17 @@ without. An exception from on_progress (or Ctrl-C) cancels the request on the se
 
 Errors come as ClientError subclasses: ServerUnavailable (nothing answers at the URL), ModelNotReady (the model is
 not loaded or not ready), InvalidInput (the server rejected the request with INVALID_ARG; its message names the
-input). Each carries the CLI exit code for it.
+input), ServerBusy (the model's queue is full: UNAVAILABLE / HTTP 503). Each carries the CLI exit code for it.
+
+A busy server is retried: `retries` more attempts (default 4) after waits that double from `backoff_s` (default 1 s),
+each drawn between half and the whole of it ("full jitter", so refused clients do not come back in step).
 """
 from __future__ import annotations
 
+import asyncio
 import queue
+import random
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,6 +44,8 @@ from tritonclient.utils import InferenceServerException
 PROTOCOLS = {"http": httpclient, "grpc": grpcclient}
 DTYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_}
 STREAM_SUFFIX = "_stream"  # the streaming twin of a public model (pipelines/progress.py)
+# Triton's queue-policy refusals (and a pipeline's, when a model it calls refused), answered as UNAVAILABLE / 503
+QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
 
 
 class ClientError(RuntimeError):
@@ -54,6 +62,18 @@ class ModelNotReady(ClientError):
 
 class InvalidInput(ClientError):
     exit_code = 4
+
+
+class ServerBusy(ClientError):
+    """The model's queue was full (or the request waited past its queue timeout) on every attempt."""
+    exit_code = 5
+
+
+def backoff_delays(retries: int, backoff_s: float):
+    """The waits before each retry: doubling from backoff_s, each drawn in [half, whole] of its step."""
+    for attempt in range(retries):
+        step = backoff_s * 2 ** attempt
+        yield random.uniform(step / 2, step)
 
 
 @dataclass
@@ -89,6 +109,8 @@ def _translate(error: Exception, model: str, url: str) -> ClientError:
     """A tritonclient or transport error as one of ours, with a one-line message."""
     if isinstance(error, InferenceServerException):
         status, message = str(error.status() or ""), (error.message() or str(error)).strip()
+        if status in ("503", "StatusCode.UNAVAILABLE") and any(refusal in message for refusal in QUEUE_REFUSALS):
+            return ServerBusy(f"model '{model}' is busy on {url}: {message}")
         if status == "StatusCode.UNAVAILABLE" and "connect" in message.lower():  # gRPC: nothing listens
             return ServerUnavailable(f"no Triton server at {url}: {message.splitlines()[0]}")
         if status in ("404", "StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE") or "unknown model" in message:
@@ -181,10 +203,13 @@ class _Requests:
 
 
 class Client(_Requests):
-    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 600.0):
+    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 600.0, retries: int = 4,
+                 backoff_s: float = 1.0, on_retry=None):
+        """on_retry(error, delay_s) is called before each wait for a busy server."""
         self.protocol = PROTOCOLS[protocol]
         self.url = url
         self.timeout_s = timeout_s
+        self.retries, self.backoff_s, self.on_retry = retries, backoff_s, on_retry
         if protocol == "http":
             self.triton = httpclient.InferenceServerClient(url, connection_timeout=min(timeout_s, 10.0),
                                                            network_timeout=timeout_s)
@@ -211,8 +236,19 @@ class Client(_Requests):
 
     def _infer(self, model: str, inputs: list, outputs: list[str], on_progress: ProgressCallback | None = None,
                preview: bool = False) -> dict[str, np.ndarray]:
-        if on_progress is not None:
-            return self._stream(model, inputs, outputs, on_progress, preview)
+        for delay in [*backoff_delays(self.retries, self.backoff_s), None]:
+            try:
+                if on_progress is not None:
+                    return self._stream(model, inputs, outputs, on_progress, preview)
+                return self._infer_once(model, inputs, outputs)
+            except ServerBusy as busy:
+                if delay is None:
+                    raise
+                if self.on_retry:
+                    self.on_retry(busy, delay)
+                time.sleep(delay)
+
+    def _infer_once(self, model: str, inputs: list, outputs: list[str]) -> dict[str, np.ndarray]:
         requested = [self.protocol.InferRequestedOutput(name) for name in outputs]
         kwargs = {"client_timeout": self.timeout_s} if self.protocol is grpcclient else {}
         try:
@@ -282,10 +318,12 @@ class Client(_Requests):
 class AsyncClient(_Requests):
     """The same methods as Client, as coroutines, on tritonclient's asyncio clients (aiohttp / grpc.aio)."""
 
-    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 600.0):
+    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 600.0, retries: int = 4,
+                 backoff_s: float = 1.0, on_retry=None):
         self.protocol = PROTOCOLS[protocol]
         self.url = url
         self.timeout_s = timeout_s
+        self.retries, self.backoff_s, self.on_retry = retries, backoff_s, on_retry
         if protocol == "http":
             import tritonclient.http.aio as aio
             self.triton = aio.InferenceServerClient(url, conn_timeout=timeout_s)
@@ -311,6 +349,17 @@ class AsyncClient(_Requests):
             raise self._not_ready(model)
 
     async def _infer(self, model: str, inputs: list, outputs: list[str]) -> dict[str, np.ndarray]:
+        for delay in [*backoff_delays(self.retries, self.backoff_s), None]:
+            try:
+                return await self._infer_once(model, inputs, outputs)
+            except ServerBusy as busy:
+                if delay is None:
+                    raise
+                if self.on_retry:
+                    self.on_retry(busy, delay)
+                await asyncio.sleep(delay)
+
+    async def _infer_once(self, model: str, inputs: list, outputs: list[str]) -> dict[str, np.ndarray]:
         requested = [self.protocol.InferRequestedOutput(name) for name in outputs]
         kwargs = {"client_timeout": self.timeout_s} if self.protocol is grpcclient else {}
         try:

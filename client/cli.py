@@ -13,8 +13,10 @@ and denoising steps as a progress bar; Ctrl-C cancels the requests on the server
 next to the input (photo.removed.png, photo.inpainted.png, photo.filled.png, photo.segment.png + .json) or to --out
 (a file for one image, a folder for a folder). --preset makes one request use that preset's values, read from
 model_repository/<model>/configs/<preset>.pbtxt (explicit flags win); without it and without flags the server's own
-preset decides. Exit codes: 0 done, 1 other failure, 2 server down, 3 model not loaded or not ready, 4 the server
-rejected the input (INVALID_ARG, its message is printed).
+preset decides. A busy server (the model's queue full: UNAVAILABLE / HTTP 503) is retried --retries times (default
+4) with doubling, jittered waits from --backoff seconds (default 1). Exit codes: 0 done, 1 other failure, 2 server
+down, 3 model not loaded or not ready, 4 the server rejected the input (INVALID_ARG, its message is printed), 5 still
+busy after every retry.
 """
 from __future__ import annotations
 
@@ -113,10 +115,15 @@ class Runner:
 
     def client(self) -> Client:
         if not hasattr(self.local, "client"):
-            self.local.client = Client(self.args.url, self.args.protocol, self.args.timeout)
+            self.local.client = Client(self.args.url, self.args.protocol, self.args.timeout, self.args.retries,
+                                       self.args.backoff, on_retry=None if self.args.quiet else self.report_retry)
             with self.lock:
                 self.clients.append(self.local.client)
         return self.local.client
+
+    @staticmethod
+    def report_retry(error: ClientError, delay_s: float) -> None:
+        print(f"busy, retrying in {delay_s:.1f} s: {error}", file=sys.stderr)
 
     def run(self, jobs: list[tuple[Path, callable]]) -> int:
         try:
@@ -269,6 +276,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--url", help="host:port of the server (default 127.0.0.1:8000 http, :8001 grpc)")
     common.add_argument("--protocol", choices=["http", "grpc"], default="http")
     common.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    common.add_argument("--retries", type=int, default=4, help="retries of a request the server is too busy for")
+    common.add_argument("--backoff", type=float, default=1.0,
+                        help="seconds before the first retry, doubling after each (default 1)")
     common.add_argument("--out", type=Path, help="output file (one image) or folder (a folder run)")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-image lines")
     seeded = argparse.ArgumentParser(add_help=False)

@@ -1,7 +1,8 @@
 """SAM 3 text-prompted segmentation as a plain Python class: image + prompt (+ box exemplars) -> instances.
 
 Pre- and post-processing are transformers' own `Sam3Processor` (resize to the model's square input, [-1, 1]
-normalisation, CLIP tokenisation padded to 32, `post_process_instance_segmentation`); the networks are
+normalisation, `post_process_instance_segmentation`) and its CLIP tokenizer (padded to the text encoder's 32
+positions, longer prompts truncated as Meta's SAM 3 tokenizer does); the networks are
 `Component`s: image encoder (once per image), text encoder (once per distinct prompt, cached), detector + mask
 decoder (once per image and prompt; a second graph when box exemplars are given, because transformers runs the
 geometry encoder only then). Features stay on `device` between the networks, and so does the post-processing.
@@ -18,9 +19,9 @@ from transformers import Sam3Processor
 from transformers.models.sam3.modeling_sam3 import Sam3ImageSegmentationOutput
 
 from pipelines.components import Component, OnDevice
-from pipelines.imaging import InputError
+from pipelines.imaging import InputError, check_range
 
-TEXT_TOKENS = 32  # Sam3Processor pads every prompt to 32 tokens; the CLIP text model has 32 positions
+TEXT_TOKENS = 32  # the CLIP text encoder's positions: Sam3Processor pads every prompt to this
 MAX_BOXES = 64  # box exemplars per request: the exported geometry encoder's (and its TensorRT profile's) bound
 COMPONENT_MODELS = {"image_encoder": "sam3_image_encoder", "text_encoder": "sam3_text_encoder",
                     "detector": "sam3_detector", "detector_boxes": "sam3_detector_boxes"}
@@ -61,9 +62,13 @@ class Sam3Segmenter:
             raise InputError("PROMPT", "empty; say what to segment (or give BOXES)")
         if boxes is not None:
             self.check_boxes(boxes, image.shape)
-        inputs = self.processor(images=Image.fromarray(image), text=prompt or None,
-                                input_boxes=None if boxes is None else [boxes.tolist()],
-                                return_tensors="pt").to(self.device)
+        check_range("SCORE_THRESHOLD", score_threshold, 0.0, 1.0)
+        # boxes alone: the processor adds its own placeholder text ("visual"), as transformers runs them
+        inputs = self.processor(images=Image.fromarray(image), input_boxes=None if boxes is None else [boxes.tolist()],
+                                return_tensors="pt")
+        if prompt:
+            inputs.update(self.tokenize(prompt))
+        inputs = inputs.to(self.device)
         features = self.image_encoder(pixel_values=inputs["pixel_values"])
         text_features = self.encode_text(prompt, inputs["input_ids"], inputs["attention_mask"])
         prompt_inputs = dict(features, text_features=text_features, text_mask=inputs["attention_mask"])
@@ -84,6 +89,16 @@ class Sam3Segmenter:
             raise InputError("BOXES", "contains NaN or infinity")
         if (boxes[:, 2] <= boxes[:, 0]).any() or (boxes[:, 3] <= boxes[:, 1]).any():
             raise InputError("BOXES", "each box needs x1 > x0 and y1 > y0")
+        height, width = shape[:2]
+        if (boxes < 0).any() or (boxes[:, [0, 2]] > width).any() or (boxes[:, [1, 3]] > height).any():
+            raise InputError("BOXES", f"outside the {width}x{height} image; pixel coordinates 0..width, 0..height")
+
+    def tokenize(self, prompt: str) -> dict[str, torch.Tensor]:
+        """input_ids and attention_mask (1, 32). A longer prompt keeps its first 30 tokens and the end token, as
+        Meta's SAM 3 tokenizer truncates (Sam3Processor pads to 32 but would pass every token on, past the text
+        encoder's position table)."""
+        return self.processor.tokenizer(prompt, padding="max_length", max_length=TEXT_TOKENS, truncation=True,
+                                        return_tensors="pt")
 
     def encode_text(self, prompt: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Text features are a function of the prompt alone: computed once per distinct prompt (LRU)."""

@@ -11,8 +11,20 @@ from pipelines.stub_exit import exit_quickly
 from pipelines.triton_observers import PipelineMetrics, RequestObserver
 
 
+# A text input (PROMPT, ENGINE) longer than this is refused before any tokenising: far above what any text encoder
+# reads (SAM 3: 32 tokens, FLUX: CLIP 77 and T5 256/512; longer prompts are truncated to those), far below a cost.
+MAX_TEXT_BYTES = 4096
+# What Triton's queue policy answers when a model's queue is full or a request waited past its timeout: a callee's
+# refusal stays a refusal (UNAVAILABLE, which clients retry) rather than becoming this request's INTERNAL error.
+QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
+
+
 class ComponentError(RuntimeError):
     pass
+
+
+class Unavailable(RuntimeError):
+    """A model this request needs is at its admission limit; served as UNAVAILABLE (HTTP 503), worth a retry."""
 
 
 def _single(request, name: str):
@@ -40,6 +52,8 @@ def optional_scalar(request, name: str, default):
 
 def text_input(request, name: str) -> str:
     data = bytes_input(request, name)
+    if len(data) > MAX_TEXT_BYTES:
+        raise InputError(name, f"{len(data)} bytes; at most {MAX_TEXT_BYTES}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -63,6 +77,8 @@ def error_response(error: Exception):
     code = pb_utils.TritonError.INVALID_ARG if isinstance(error, InputError) else pb_utils.TritonError.INTERNAL
     if isinstance(error, InterruptedError):
         code = pb_utils.TritonError.CANCELLED
+    if isinstance(error, Unavailable):
+        code = pb_utils.TritonError.UNAVAILABLE
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
 
 
@@ -138,7 +154,10 @@ def forward(model_name: str, request, inputs: list, passed_through: list[str], o
     response = pb_utils.InferenceRequest(model_name=model_name, requested_output_names=output_names,
                                          inputs=inputs + [t for t in carried if t is not None]).exec()
     if response.has_error():
-        # Triton 2.51's BLS hands back every callee error as INTERNAL, so bad input is recognised by its message
+        # Triton 2.51's BLS hands back every callee error as INTERNAL, so bad input and queue refusals are
+        # recognised by their messages
         message = response.error().message()
+        if any(refusal in message for refusal in QUEUE_REFUSALS):
+            raise Unavailable(f"{model_name}: {message}")
         raise InputError.parse(message) or ComponentError(f"{model_name}: {message}")
     return pb_utils.InferenceResponse([pb_utils.get_output_tensor_by_name(response, n) for n in output_names])

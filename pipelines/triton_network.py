@@ -89,6 +89,10 @@ class TritonPythonModel:
         runtime = parameters.get("runtime", "onnxruntime")
         if runtime == "onnxruntime":
             self.network = NumpyNetwork(folder, parameters)
+            # before this instance reports ready; the public models cannot warm their networks themselves, since
+            # Triton takes no BLS request before the server is ready (README, "Warm-up"). "warm_up": "false" skips it.
+            if parameters.get("warm_up", "true") == "true":
+                self.network.network.warm_up()
         elif runtime == "torch":
             self.network = TorchNetworkModel(folder, parameters, args, max_batch)
         else:

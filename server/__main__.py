@@ -1,8 +1,11 @@
 """python -m server [--preset NAME] [--runtime NAME [--device cuda|cpu] [--gpus N ...]] [--http-port N] ...
+                   [--address ADDRESS] [--model-control explicit|none] [--log FILE|-]
 
-Starts tritonserver with the chosen preset and network runtime and keeps it in the foreground until Ctrl-C. The
-default runtime, onnxruntime, serves the exported repository as it is; another runtime first writes its repository
-(server/repository.py) into artifacts/repositories/<runtime>/, for tensorrt after building any missing engine."""
+Starts tritonserver with the chosen preset and network runtime and keeps it in the foreground until Ctrl-C or
+SIGTERM. The default runtime, onnxruntime, serves the exported repository as it is; another runtime first writes its
+repository (server/repository.py) into artifacts/repositories/<runtime>/, for tensorrt after building any missing
+engine. It listens on 127.0.0.1; a container (docker/entrypoint.sh) passes --address 0.0.0.0 --model-control none
+--log -."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +30,12 @@ def main() -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--log", type=Path, help="server log file (default: a temporary file)")
+    parser.add_argument("--log", type=Path, help="server log file, or - for this output (default: a temporary file)")
+    parser.add_argument("--model-control", choices=["explicit", "none"], default="explicit",
+                        help="explicit (default): load --models, the repository API may load more; none: load the "
+                             "whole repository and refuse loading later (for a server others can reach)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="report ready without first sending one request per public model instance")
     args = parser.parse_args()
     repository = args.repository
     if args.runtime == "tensorrt":  # plans are built on the GPU that serves them, once, beside the graphs
@@ -39,10 +47,11 @@ def main() -> int:
     gpu = args.runtime != "onnxruntime" and not (args.runtime == "torch" and args.device == "cpu")
     server = TritonServer(repository, args.preset, args.models, args.http_port, args.grpc_port, args.metrics_port,
                           args.log, extra_args=gpu_server_arguments(args.gpus) if gpu else [],
-                          address=args.address)
+                          address=args.address, model_control=args.model_control, warm_up=args.warm_up)
     server.start()
-    print(f"tritonserver ready, preset {args.preset}, runtime {args.runtime}: HTTP {server.http_url}, "
-          f"gRPC {server.grpc_url}, metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it.", flush=True)
+    print(f"tritonserver ready, preset {args.preset}, runtime {args.runtime}, listening on {args.address}: HTTP port "
+          f"{server.http_port}, gRPC {server.grpc_port}, metrics {server.metrics_port}; log {server.log_path}. "
+          "Ctrl-C stops it.", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.process.wait()

@@ -122,9 +122,14 @@ class TritonServer:
     http_port: int = 0  # 0: pick a free port
     grpc_port: int = 0
     metrics_port: int = 0
-    log_path: Path | None = None
+    log_path: Path | None = None  # None: a temporary file; "-": this process's own output (a container's log)
     extra_args: list[str] = field(default_factory=list)
     address: str = "127.0.0.1"  # the interface to listen on; clients here always connect over loopback
+    # "explicit": exactly `models` load, and the repository API can load more; "none": every model in the repository
+    # loads at start and nothing can be loaded later (a server others can reach: README, "Security")
+    model_control: str = "explicit"
+    # once Triton is ready, one end-to-end request per public model instance before start() returns (server/warmup.py)
+    warm_up: bool = False
     process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
@@ -147,7 +152,7 @@ class TritonServer:
             f"--http-address={self.address}", f"--http-port={self.http_port}",
             f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
-            "--model-control-mode=explicit",
+            f"--model-control-mode={self.model_control}",
             # model imports (torch, diffusers) can take longer than the default 30 s on a loaded CI machine
             "--backend-config=python,stub-timeout-seconds=120",
             "--exit-timeout-secs=30",
@@ -156,8 +161,11 @@ class TritonServer:
             cmd.append(f"--backend-directory={backend_dir}")
         if self.preset:
             cmd.append(f"--model-config-name={self.preset}")
-        for model in self.models if self.models is not None else self.repository_models():
-            cmd.append(f"--load-model={model}")
+        if self.model_control == "explicit":
+            cmd += [f"--load-model={model}" for model in (self.models if self.models is not None
+                                                           else self.repository_models())]
+        elif self.models is not None:
+            raise ServerError("model control 'none' loads the whole repository; choose models with 'explicit'")
         return cmd + list(self.extra_args)
 
     def repository_models(self) -> list[str]:
@@ -169,15 +177,21 @@ class TritonServer:
                 setattr(self, name, free_port())
         if self.log_path is None:
             self.log_path = Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
-        log = open(self.log_path, "wb")
+        log = None if str(self.log_path) == "-" else open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=_server_env(),
                                         start_new_session=True)
-        log.close()
+        if log:
+            log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
             if self.is_ready():
+                if self.warm_up:
+                    from server.warmup import warm_up
+                    loaded = self.models if self.model_control == "explicit" and self.models is not None \
+                        else self.repository_models()
+                    warm_up(self.http_url, self.model_repository, loaded, self.preset)
                 return self
             time.sleep(0.5)
         self.stop()
@@ -201,7 +215,7 @@ class TritonServer:
             self.process.wait()
 
     def log_tail(self, lines: int = 60) -> str:
-        if not self.log_path or not Path(self.log_path).exists():
+        if not self.log_path or str(self.log_path) == "-" or not Path(self.log_path).exists():
             return ""
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
 

@@ -35,6 +35,8 @@ def stream_config(config: model_config_pb2.ModelConfig) -> model_config_pb2.Mode
         twin.output.add(name=name, data_type=model_config_pb2.DataType.Value(data_type), dims=[1])
     for group in twin.instance_group:
         group.count = 1
+    if twin.dynamic_batching.HasField("default_queue_policy"):  # admission: as many queued as running (README)
+        twin.dynamic_batching.default_queue_policy.max_queue_size = len(twin.instance_group)
     return twin
 
 

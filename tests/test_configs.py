@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from pipelines.progress import STREAMED
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS
 
 # PRODUCT.md's preset table: steps, short side, guidance
@@ -85,3 +86,19 @@ def test_public_interface_is_pinned(model):
     assert {k: inputs[k] for k in want_inputs} == want_inputs
     assert outputs == want_outputs
     assert all(t.optional for t in config.input if t.name not in want_inputs or t.name in ("SEED", "BOXES"))
+
+
+@pytest.mark.parametrize("model", sorted(PUBLIC) + ["flux_fill_inpaint"] + [f"{m}_stream" for m in sorted(STREAMED)])
+def test_public_models_admit_a_bounded_queue_and_refuse_the_rest(model):
+    """Admission control (README, "Overload"): Triton's queue policy refuses a request at once (UNAVAILABLE) when as
+    many wait as the preset runs at a time, so a burst cannot turn into minutes of latency for everyone; a request
+    may ask for a shorter queue timeout than the default."""
+    folder = DEFAULT_MODEL_REPOSITORY / model
+    for path in [folder / "config.pbtxt", *sorted((folder / "configs").glob("*.pbtxt"))]:
+        config = parse(path)
+        policy = config.dynamic_batching.default_queue_policy
+        assert config.HasField("dynamic_batching") and policy.max_queue_size > 0, f"{path}: unbounded queue"
+        assert policy.max_queue_size == sum(group.count for group in config.instance_group), path
+        assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT, path
+        assert policy.default_timeout_microseconds > 0 and policy.allow_timeout_override, path
+        assert not config.dynamic_batching.preferred_batch_size and config.max_batch_size == 0, path

