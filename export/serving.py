@@ -11,9 +11,7 @@ graph itself (export/onnx_export.py names the dynamic axes: batch, latent_h, lat
 """
 from __future__ import annotations
 
-import ast
 import json
-import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import onnx
 
 from pipelines.flux import MAX_SIDE, MIN_SIDE as FLUX_MIN_SIDE
 from pipelines.imaging import MAX_ASPECT, MIN_SIDE, processing_size
+from pipelines.ort import evaluate
 from pipelines.sam3 import MAX_BOXES, TEXT_TOKENS
 
 Range = tuple[int, int, int]  # min, opt, max
@@ -114,27 +113,6 @@ def axis_ranges(network: str, sizes: PresetSizes) -> dict[str, Range]:
                    "latent_h": (low // 8, side // 8, high // 8), "latent_w": (low // 8, side // 8, high // 8),
                    "text": (min(lengths), lengths[-1] if fill else lengths[0], max(lengths))}
     return ranges
-
-
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
-
-
-def evaluate(dim, values: dict[str, int]) -> int:
-    """A graph dim (an int, an axis name, or an expression such as '8*latent_h') at the given axis values."""
-    if isinstance(dim, int):
-        return dim
-
-    def walk(node):
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.Name):
-            if node.id not in values:
-                raise KeyError(f"axis {node.id!r} has no range: name it at export (export/onnx_export.py axis_names)")
-            return values[node.id]
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-            return _OPERATORS[type(node.op)](walk(node.left), walk(node.right))
-        raise ValueError(f"unsupported dim expression {dim!r}")
-    return walk(ast.parse(dim, mode="eval").body)
 
 
 def profiles(graph: Graph, ranges: dict[str, Range]) -> dict[str, Shapes]:

@@ -7,7 +7,8 @@ imports torch.
 """
 from __future__ import annotations
 
-import re
+import ast
+import operator
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +45,32 @@ class OrtNetwork:
         memory arena, kernel set-up: a tiny sam3_image_encoder's first run takes 0.2 s, the next ones 2 ms)."""
         feed = {}
         for value in self.session.get_inputs():
-            shape = [warmup_size(dim) for dim in value.shape]
+            shape = [evaluate(dim, WARMUP_AXES, WARMUP_SIDE) for dim in value.shape]
             feed[value.name] = (np.ones(shape, np.int64) if value.type == "tensor(int64)"
                                 else np.full(shape, 0.5, np.float32))
         self.session.run(self.output_names, feed)
 
 
-def warmup_size(dim) -> int:
-    """A graph dim -- an int, an axis name, or an expression such as '8*latent_h' -- at the warm-up sizes."""
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+              ast.Div: operator.floordiv}
+
+
+def evaluate(dim, values: dict[str, int], default: int | None = None) -> int:
+    """A graph dim -- an int, an axis name, or an expression on axis names such as '8*latent_h' -- at the given axis
+    values; a name without a value is `default`, or an error that names it."""
     if isinstance(dim, int):
         return dim
-    expression = re.sub(r"[A-Za-z_]\w*", lambda m: str(WARMUP_AXES.get(m.group(0), WARMUP_SIDE)), str(dim or "_"))
-    if not re.fullmatch(r"[\d\s+*/()-]+", expression):
+
+    def walk(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in values:
+                return values[node.id]
+            if default is None:
+                raise KeyError(f"axis {node.id!r} has no size: name it at export (export/onnx_export.py axis_names)")
+            return default
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](walk(node.left), walk(node.right))
         raise ValueError(f"graph dim {dim!r} is not arithmetic on axis names")
-    return int(eval(expression.replace("/", "//")))  # digits and + - * // ( ) only, checked above
+    return walk(ast.parse(dim or "_", mode="eval").body)

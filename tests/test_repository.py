@@ -15,10 +15,11 @@ from google.protobuf import text_format
 from transformers import Sam3Processor
 from tritonclient.grpc import model_config_pb2 as pb
 
-from export.serving import MAX_BATCH, Graph, evaluate, precision
+from export.serving import MAX_BATCH, Graph, precision
 from export.tensorrt import engine_plans
 from pipelines import flux, objectclear, sam3
 from pipelines.imaging import processing_size
+from pipelines.ort import evaluate
 from pipelines.repository import NEEDS
 from server.launcher import PRESETS, preset_parameters
 from server.repository import TRITON_TYPES, generate, is_network
