@@ -1,6 +1,8 @@
 #!/bin/sh
 # The image's entrypoint: serve the model repository at $MODEL_REPOSITORY (default /models: mount an exported one
-# there) with preset $PRESET through the project's launcher, python -m server, on every interface, with model control
+# there) with preset $PRESET and network runtime $RUNTIME (default auto: torch on a visible GPU, else onnxruntime on
+# the CPU; tensorrt builds any missing engine into the repository first, so mount it writable) through the project's
+# launcher, python -m server, on every interface, with model control
 # "none" (the whole repository loads at start; nothing can be loaded or unloaded through the API: README, "Security").
 # Refuses, with the reason, to start on a missing, empty or unexported repository. Arguments are passed to the
 # launcher (python -m server --help).
@@ -24,5 +26,6 @@ found 2 config.pbtxt || fail "$REPOSITORY holds no Triton model (no <model>/conf
 found 3 model.onnx || found 3 '*.plan' \
     || fail "$REPOSITORY has configs but no exported network (no <model>/1/model.onnx or <model>/1/*.plan)"
 
-exec "${PYTHON:-python3}" -m server --repository "$REPOSITORY" --preset "${PRESET:-balanced}" --address 0.0.0.0 \
+exec "${PYTHON:-python3}" -m server --repository "$REPOSITORY" --preset "${PRESET:-balanced}" \
+    --runtime "${RUNTIME:-auto}" --address 0.0.0.0 \
     --model-control none --log - "$@"

@@ -52,8 +52,8 @@ def test_entrypoint_serves_an_exported_repository_through_the_launcher(model_rep
     args = result.stdout.split()
     assert args[:2] == ["-m", "server"]
     options = dict(zip(args[2::2], args[3::2]))
-    assert options == {"--repository": str(model_repository), "--preset": "ultra_fast", "--address": "0.0.0.0",
-                       "--model-control": "none", "--log": "-", "--http-port": "9000"}
+    assert options == {"--repository": str(model_repository), "--preset": "ultra_fast", "--runtime": "auto",
+                       "--address": "0.0.0.0", "--model-control": "none", "--log": "-", "--http-port": "9000"}
     # the launcher takes exactly these options (argparse stops at --help having checked those before it)
     launcher = subprocess.run([sys.executable, *args, "--help"], capture_output=True, text=True, timeout=60)
     assert launcher.returncode == 0, launcher.stderr
