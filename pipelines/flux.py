@@ -20,8 +20,9 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from pipelines.components import Component, OnDevice
+from pipelines.composite import restore_size
 from pipelines.flow_match import FlowMatchSchedule
-from pipelines.imaging import InputError, check_range, check_same_size, resize
+from pipelines.imaging import InputError, check_range, check_same_size
 from pipelines.progress import NO_OBSERVER, Observer
 
 # role -> Triton model that serves it
@@ -84,6 +85,7 @@ class FillSettings:
     steps: int = 4
     guidance_scale: float = 30.0
     prompt: str = ""
+    composite: bool = True  # blend into the untouched input (pipelines/composite.py); off: diffusers' resize
 
     def validate(self) -> None:
         check_loop(self.steps, self.guidance_scale)
@@ -211,7 +213,8 @@ class FluxFillInpainter(FluxBase):
     def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int, settings: FillSettings,
                  observer: Observer = NO_OBSERVER) -> tuple[np.ndarray, np.ndarray]:
         """image (H, W, 3) uint8, mask (H, W) uint8 (white = fill) -> (image, binarised mask 0/255), both at the
-        input's resolution. `observer` hears the stages and steps and may cancel the loop."""
+        input's resolution; with settings.composite, the image is the input outside the feathered mask. `observer`
+        hears the stages and steps and may cancel the loop."""
         settings.validate()
         check_same_size(image, mask)
         observer.stage("encode")
@@ -235,9 +238,7 @@ class FluxFillInpainter(FluxBase):
         latents = self.denoise(latents, condition, prompt_embeds, pooled, text_ids, (h, w), schedule,
                                settings.guidance_scale, observer)
         observer.stage("decode")
-        result = self.decode(latents, h, w)
-        region = (mask_pixels[0, 0].cpu().numpy() * 255).astype(np.uint8)
-        return resize(result, (width, height), Image.BICUBIC), resize(region, (width, height), Image.NEAREST)
+        return restore_size(image, self.decode(latents, h, w), mask_pixels[0, 0], settings.composite)
 
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         moments = self.vae_encoder(image=pixels)
