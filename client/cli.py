@@ -15,8 +15,8 @@ next to the input (photo.removed.png, photo.inpainted.png, photo.filled.png, pho
 (a file for one image, a folder for a folder). --preset makes one request use that preset's values, read from
 model_repository/<model>/configs/<preset>.pbtxt (explicit flags win); without it and without flags the server's own
 preset decides. --no-composite (inpaint, fill, remove) asks for the whole result resized back instead of blended
-into the untouched photo. Exit codes: 0 done, 1 other failure, 2 server down, 3 model not loaded or not ready, 4 the server
-rejected the input (INVALID_ARG, its message is printed).
+into the untouched photo. Exit codes: 0 done, 1 other failure, 2 server down, 3 model not loaded or not ready, 4 the
+server rejected the input (INVALID_ARG, its message is printed).
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 Reads top to bottom as the algorithm (reference/objectclear.md): resize -> object token -> latents -> Euler loop
 with CFG, the step-0 background reset and the last-step attention map -> decode -> attention-guided fusion ->
-back to the input's resolution (pipelines/composite.py). The networks are `Component`s (ONNX Runtime in-process, or Triton models via BLS); everything else
-is torch on `device` (the CPU by default; a GPU takes the loop and fusion off the host, and keeps latents next to
+back to the input's resolution (pipelines/composite.py). The networks are `Component`s (ONNX Runtime in-process,
+or Triton models via BLS); everything else is torch on `device` (the CPU by default; a GPU takes the loop and fusion off the host, and keeps latents next to
 networks that return GPU tensors), with noise always drawn on the CPU from `torch.Generator().manual_seed(seed)` so
 a seed gives the same image anywhere.
 """

@@ -108,7 +108,7 @@ def test_dev_matches_diffusers(server, dev_pipeline, module):
     assert max_difference(guided, served) > 0  # dev's guidance input reaches the transformer
 
 
-# -- schnell and dev side by side ---------------------------------------------------------------------------------------
+# -- schnell and dev side by side -------------------------------------------------------------------------------------
 def model_stats(server, model: str) -> dict:
     with httpclient.InferenceServerClient(server.http_url) as client:
         return client.get_inference_statistics(model)["model_stats"][0]

@@ -1,2 +1,2 @@
-"""Serves this directory's exported network (1/model.onnx) on ONNX Runtime; see pipelines/triton_onnx.py."""
-from pipelines.triton_onnx import TritonPythonModel  # noqa: F401
+"""Serves this directory's exported network on the runtime its config names; see pipelines/triton_network.py."""
+from pipelines.triton_network import TritonPythonModel  # noqa: F401
