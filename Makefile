@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 EXPORTED := model_repository/objectclear_unet/1/model.onnx model_repository/sam3_detector/1/model.onnx \
-	model_repository/flux_transformer/1/model.onnx model_repository/flux_fill_transformer/1/model.onnx
+	model_repository/flux_schnell_transformer/1/model.onnx model_repository/flux_dev_transformer/1/model.onnx \
+	model_repository/flux_fill_transformer/1/model.onnx
 
 .PHONY: install export demo test serve clean
 # Debian's Prometheus server, unpacked (tests/test_metrics.py scrapes the test server with it): artifacts/prometheus/
@@ -22,8 +23,10 @@ model_repository/objectclear_unet/1/model.onnx: $(INSTALLED) export/objectclear.
 	$(PY) -m export objectclear --tiny
 model_repository/sam3_detector/1/model.onnx: $(INSTALLED) export/sam3.py export/onnx_export.py export/tiny.py
 	$(PY) -m export sam3 --tiny
-model_repository/flux_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
+model_repository/flux_schnell_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
 	$(PY) -m export flux-schnell --tiny
+model_repository/flux_dev_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
+	$(PY) -m export flux-dev --tiny
 model_repository/flux_fill_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
 	$(PY) -m export flux-fill --tiny
 

@@ -60,7 +60,7 @@ def input_data(model: str, max_side: int | None = None, seed: int = 0) -> dict:
             row = {"IMAGE": row["IMAGE"], "MASK": tensor_bytes(png(mask)), "SEED": [seed]}
         elif model == "sam3_segment":
             del row["SEED"]
-        elif model == "flux_generate":
+        elif model.endswith("_generate"):  # flux_generate and each variant's own
             del row["IMAGE"]
         rows.append(row)
     return {"data": rows}

@@ -1,16 +1,18 @@
 """A small library over the official Triton clients (HTTP or gRPC, sync or asyncio) for the repository's public
-models: objectclear_inpaint, remove_object, sam3_segment, flux_generate and flux_fill_inpaint (interfaces pinned in
-PRODUCT.md).
+models: objectclear_inpaint, remove_object, sam3_segment, flux_generate (or a variant's own flux_schnell_generate /
+flux_dev_generate) and flux_fill_inpaint (interfaces pinned in PRODUCT.md).
 
     with Client("127.0.0.1:8000") as client:                 # or Client("127.0.0.1:8001", "grpc")
         result = client.remove(open("photo.jpg", "rb").read(), "the cup", seed=42)
         png = client.generate("a red bicycle", seed=7, width=768, height=512, steps=4)
+        png = client.generate("a red bicycle", variant="dev", guidance_scale=3.5)   # flux_dev_generate
 
     async with AsyncClient("127.0.0.1:8001", "grpc") as client:
         result = await client.inpaint(image, mask, engine="flux_fill")
 
-Optional settings (steps, guidance_scale, width, height, engine, a fill prompt) are sent only when given; left out,
-the server uses its preset's value.
+Optional settings (steps, guidance_scale, width, height, engine, a fill prompt, composite) are sent only when given;
+left out, the server uses its preset's value. `variant` picks the model, not a setting: generate() calls
+flux_generate (the deployment's default FLUX.1 variant) or, with variant="schnell"/"dev", that variant's own model.
 
 Progress (gRPC only): with `on_progress`, Client's inpaint/fill/remove/generate call the model's streaming twin
 `<model>_stream` instead, and call on_progress(Progress) for each progress message (a stage starting, a denoising step
@@ -46,6 +48,15 @@ DTYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "BOOL": np.b
 STREAM_SUFFIX = "_stream"  # the streaming twin of a public model (pipelines/progress.py)
 # Triton's queue-policy refusals (and a pipeline's, when a model it calls refused), answered as UNAVAILABLE / 503
 QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
+FLUX_VARIANTS = ("schnell", "dev")  # flux_<variant>_generate; none: flux_generate, the deployment's default variant
+
+
+def generate_model(variant: str | None) -> str:
+    if variant is None:
+        return "flux_generate"
+    if variant not in FLUX_VARIANTS:
+        raise ValueError(f"unknown FLUX variant {variant!r}; choose one of {', '.join(FLUX_VARIANTS)}")
+    return f"flux_{variant}_generate"
 
 
 class ClientError(RuntimeError):
@@ -146,24 +157,25 @@ class _Requests:
         return [self._input(name, value, datatype) for name, value, datatype in tensors if value is not None]
 
     def _masked_request(self, model: str, image: bytes, mask: bytes, seed: int, steps: int | None,
-                        guidance_scale: float | None, *extra):
+                        guidance_scale: float | None, composite: bool | None, *extra):
         inputs = self._inputs(("IMAGE", image, "BYTES"), ("MASK", mask, "BYTES"), ("SEED", seed, "INT64"),
-                              ("STEPS", steps, "INT32"), ("GUIDANCE_SCALE", guidance_scale, "FP32"), *extra)
+                              ("STEPS", steps, "INT32"), ("GUIDANCE_SCALE", guidance_scale, "FP32"),
+                              ("COMPOSITE", composite, "BOOL"), *extra)
         return model, inputs, ["IMAGE", "MASK"]
 
-    def _inpaint_request(self, image, mask, seed, steps, guidance_scale, engine: str | None):
-        return self._masked_request("objectclear_inpaint", image, mask, seed, steps, guidance_scale,
+    def _inpaint_request(self, image, mask, seed, steps, guidance_scale, engine: str | None, composite=None):
+        return self._masked_request("objectclear_inpaint", image, mask, seed, steps, guidance_scale, composite,
                                     ("ENGINE", engine, "BYTES"))
 
-    def _fill_request(self, image, mask, seed, steps, guidance_scale, prompt: str | None):
-        return self._masked_request("flux_fill_inpaint", image, mask, seed, steps, guidance_scale,
+    def _fill_request(self, image, mask, seed, steps, guidance_scale, prompt: str | None, composite=None):
+        return self._masked_request("flux_fill_inpaint", image, mask, seed, steps, guidance_scale, composite,
                                     ("PROMPT", prompt, "BYTES"))
 
     def _remove_request(self, image: bytes, prompt: str, seed: int, steps: int | None, guidance_scale: float | None,
-                        engine: str | None):
+                        engine: str | None, composite: bool | None = None):
         inputs = self._inputs(("IMAGE", image, "BYTES"), ("PROMPT", prompt, "BYTES"), ("SEED", seed, "INT64"),
                               ("STEPS", steps, "INT32"), ("GUIDANCE_SCALE", guidance_scale, "FP32"),
-                              ("ENGINE", engine, "BYTES"))
+                              ("COMPOSITE", composite, "BOOL"), ("ENGINE", engine, "BYTES"))
         return "remove_object", inputs, ["IMAGE", "MASK"]
 
     def _segment_request(self, image: bytes, prompt: str, boxes=None):
@@ -172,11 +184,11 @@ class _Requests:
         return "sam3_segment", inputs, ["MASKS", "BOXES", "SCORES"]
 
     def _generate_request(self, prompt: str, seed: int, width: int | None, height: int | None, steps: int | None,
-                          guidance_scale: float | None):
+                          guidance_scale: float | None, variant: str | None = None):
         inputs = self._inputs(("PROMPT", prompt, "BYTES"), ("SEED", seed, "INT64"), ("WIDTH", width, "INT32"),
                               ("HEIGHT", height, "INT32"), ("STEPS", steps, "INT32"),
                               ("GUIDANCE_SCALE", guidance_scale, "FP32"))
-        return "flux_generate", inputs, ["IMAGE"]
+        return generate_model(variant), inputs, ["IMAGE"]
 
     @staticmethod
     def _outputs(result, outputs: list[str]) -> dict[str, np.ndarray]:
@@ -257,13 +269,22 @@ class Client(_Requests):
             raise _translate(error, model, self.url) from None
         return self._outputs(result, outputs)
 
+    def _single_step(self, model: str) -> str:
+        """The model an ensemble of one step forwards to (decoupled twins cannot be ensemble steps), else `model`."""
+        try:
+            config = self.triton.get_model_config(model, as_json=True)["config"]
+        except Exception as error:  # noqa: BLE001
+            raise _translate(error, model, self.url) from None
+        steps = config.get("ensemble_scheduling", {}).get("step", [])
+        return steps[0]["model_name"] if len(steps) == 1 else model
+
     def _stream(self, model: str, inputs: list, outputs: list[str], on_progress: ProgressCallback,
                 preview: bool) -> dict[str, np.ndarray]:
         """`model`'s streaming twin: on_progress for each progress response, then the final response's outputs.
         Leaving early (on_progress raised, Ctrl-C, a timeout) cancels the request on the server."""
         if self.protocol is not grpcclient:
             raise ClientError("progress needs gRPC: Triton streams responses only over gRPC (protocol 'grpc')")
-        model += STREAM_SUFFIX
+        model = self._single_step(model) + STREAM_SUFFIX  # flux_generate: its default variant's twin
         responses: queue.Queue = queue.Queue()
         self.triton.start_stream(callback=lambda result, error: responses.put((result, error)))
         finished = False
@@ -286,32 +307,35 @@ class Client(_Requests):
 
     def inpaint(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
                 guidance_scale: float | None = None, engine: str | None = None,
-                on_progress: ProgressCallback | None = None, preview: bool = False) -> InpaintResult:
-        """objectclear_inpaint; engine "objectclear" or "flux_fill" (FLUX.1 Fill via flux_fill_inpaint)."""
-        request = self._inpaint_request(image, mask, seed, steps, guidance_scale, engine)
+                composite: bool | None = None, on_progress: ProgressCallback | None = None,
+                preview: bool = False) -> InpaintResult:
+        """objectclear_inpaint; engine "objectclear" or "flux_fill" (FLUX.1 Fill via flux_fill_inpaint); composite
+        False: the whole result resized back instead of blended into the untouched input."""
+        request = self._inpaint_request(image, mask, seed, steps, guidance_scale, engine, composite)
         return self._images(self._infer(*request, on_progress, preview))
 
     def fill(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
-             guidance_scale: float | None = None, prompt: str | None = None,
+             guidance_scale: float | None = None, prompt: str | None = None, composite: bool | None = None,
              on_progress: ProgressCallback | None = None, preview: bool = False) -> InpaintResult:
         """flux_fill_inpaint: FLUX.1 Fill paints the white part of the mask, guided by prompt."""
-        request = self._fill_request(image, mask, seed, steps, guidance_scale, prompt)
+        request = self._fill_request(image, mask, seed, steps, guidance_scale, prompt, composite)
         return self._images(self._infer(*request, on_progress, preview))
 
     def remove(self, image: bytes, prompt: str, seed: int = 0, steps: int | None = None,
-               guidance_scale: float | None = None, engine: str | None = None,
+               guidance_scale: float | None = None, engine: str | None = None, composite: bool | None = None,
                on_progress: ProgressCallback | None = None, preview: bool = False) -> RemoveResult:
-        request = self._remove_request(image, prompt, seed, steps, guidance_scale, engine)
+        request = self._remove_request(image, prompt, seed, steps, guidance_scale, engine, composite)
         return self._images(self._infer(*request, on_progress, preview))
 
     def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
         return self._segments(self._infer(*self._segment_request(image, prompt, boxes)))
 
     def generate(self, prompt: str, seed: int = 0, width: int | None = None, height: int | None = None,
-                 steps: int | None = None, guidance_scale: float | None = None,
+                 steps: int | None = None, guidance_scale: float | None = None, variant: str | None = None,
                  on_progress: ProgressCallback | None = None, preview: bool = False) -> bytes:
-        """flux_generate: a PNG. Sizes are rounded down to a multiple of 16 by the server."""
-        request = self._generate_request(prompt, seed, width, height, steps, guidance_scale)
+        """flux_generate (the deployment's default variant), or with variant "schnell"/"dev" that variant's model:
+        a PNG. Sizes are rounded down to a multiple of 16 by the server."""
+        request = self._generate_request(prompt, seed, width, height, steps, guidance_scale, variant)
         return self._infer(*request, on_progress, preview)["IMAGE"].reshape(-1)[0]
 
 
@@ -369,23 +393,28 @@ class AsyncClient(_Requests):
         return self._outputs(result, outputs)
 
     async def inpaint(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
-                      guidance_scale: float | None = None, engine: str | None = None) -> InpaintResult:
-        request = self._inpaint_request(image, mask, seed, steps, guidance_scale, engine)
+                      guidance_scale: float | None = None, engine: str | None = None,
+                      composite: bool | None = None) -> InpaintResult:
+        request = self._inpaint_request(image, mask, seed, steps, guidance_scale, engine, composite)
         return self._images(await self._infer(*request))
 
     async def fill(self, image: bytes, mask: bytes, seed: int = 0, steps: int | None = None,
-                   guidance_scale: float | None = None, prompt: str | None = None) -> InpaintResult:
-        return self._images(await self._infer(*self._fill_request(image, mask, seed, steps, guidance_scale, prompt)))
+                   guidance_scale: float | None = None, prompt: str | None = None,
+                   composite: bool | None = None) -> InpaintResult:
+        request = self._fill_request(image, mask, seed, steps, guidance_scale, prompt, composite)
+        return self._images(await self._infer(*request))
 
     async def remove(self, image: bytes, prompt: str, seed: int = 0, steps: int | None = None,
-                     guidance_scale: float | None = None, engine: str | None = None) -> RemoveResult:
-        return self._images(await self._infer(*self._remove_request(image, prompt, seed, steps, guidance_scale,
-                                                                     engine)))
+                     guidance_scale: float | None = None, engine: str | None = None,
+                     composite: bool | None = None) -> RemoveResult:
+        request = self._remove_request(image, prompt, seed, steps, guidance_scale, engine, composite)
+        return self._images(await self._infer(*request))
 
     async def segment(self, image: bytes, prompt: str, boxes=None) -> SegmentResult:
         return self._segments(await self._infer(*self._segment_request(image, prompt, boxes)))
 
     async def generate(self, prompt: str, seed: int = 0, width: int | None = None, height: int | None = None,
-                       steps: int | None = None, guidance_scale: float | None = None) -> bytes:
-        request = self._generate_request(prompt, seed, width, height, steps, guidance_scale)
+                       steps: int | None = None, guidance_scale: float | None = None,
+                       variant: str | None = None) -> bytes:
+        request = self._generate_request(prompt, seed, width, height, steps, guidance_scale, variant)
         return (await self._infer(*request))["IMAGE"].reshape(-1)[0]

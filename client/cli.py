@@ -6,6 +6,7 @@
     python -m client remove photo.jpg --prompt "the cup" [--preset ultra_fast] [--engine flux_fill]  # or photos/
     python -m client segment photo.jpg --prompt "cup" [--box 130 40 470 330]
     python -m client generate --prompt "a red bicycle" --seed 7 [--width 768 --height 512 --steps 4] [--preset quality]
+    python -m client generate --prompt "a red bicycle" --variant dev --guidance-scale 3.5   # flux_dev_generate
 
 Every command takes --url (default 127.0.0.1:8000 for http, :8001 for grpc) and --protocol http|grpc. With
 --progress (gRPC) inpaint, fill, remove and generate call the models' streaming twins and show each request's stage
@@ -13,10 +14,11 @@ and denoising steps as a progress bar; Ctrl-C cancels the requests on the server
 next to the input (photo.removed.png, photo.inpainted.png, photo.filled.png, photo.segment.png + .json) or to --out
 (a file for one image, a folder for a folder). --preset makes one request use that preset's values, read from
 model_repository/<model>/configs/<preset>.pbtxt (explicit flags win); without it and without flags the server's own
-preset decides. A busy server (the model's queue full: UNAVAILABLE / HTTP 503) is retried --retries times (default
-4) with doubling, jittered waits from --backoff seconds (default 1). Exit codes: 0 done, 1 other failure, 2 server
-down, 3 model not loaded or not ready, 4 the server rejected the input (INVALID_ARG, its message is printed), 5 still
-busy after every retry.
+preset decides. --no-composite (inpaint, fill, remove) asks for the whole result resized back instead of blended
+into the untouched photo. A busy server (the model's queue full: UNAVAILABLE / HTTP 503) is retried --retries times
+(default 4) with doubling, jittered waits from --backoff seconds (default 1). Exit codes: 0 done, 1 other failure, 2
+server down, 3 model not loaded or not ready, 4 the server rejected the input (INVALID_ARG, its message is printed),
+5 still busy after every retry.
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.api import STREAM_SUFFIX, Client, ClientError, Progress
-from server.launcher import PRESETS, preset_parameters
+from client.api import FLUX_VARIANTS, STREAM_SUFFIX, Client, ClientError, Progress, generate_model
+from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, model_config, preset_parameters
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 OUTPUT_TAGS = (".inpainted", ".filled", ".removed", ".segment", ".mask")  # files we wrote: never folder-run inputs
@@ -57,7 +59,11 @@ class Cancelled(ClientError):
 
 def called(args: argparse.Namespace, models: list[str]) -> list[str]:
     """The models to check before sending work: with --progress the first (the one called) is its streaming twin."""
-    return [models[0] + STREAM_SUFFIX, *models[1:]] if getattr(args, "progress", False) else models
+    if not getattr(args, "progress", False):
+        return models
+    # an ensemble of one step (flux_generate) has no twin: its step's model has (read from the local configs)
+    steps = model_config(DEFAULT_MODEL_REPOSITORY / models[0] / "config.pbtxt").ensemble_scheduling.step
+    return [(steps[0].model_name if len(steps) == 1 else models[0]) + STREAM_SUFFIX, *models[1:]]
 
 
 @contextmanager
@@ -183,7 +189,8 @@ def cmd_inpaint(args) -> int:
     else:
         models, method, tag = with_engine("objectclear_inpaint", args.engine), "inpaint", "inpainted"
         extra = {"engine": args.engine}
-    settings = dict(request_settings(args, models[-1], DENOISING), **extra)  # --preset: the engine's own config
+    # --preset: the engine's own config
+    settings = dict(request_settings(args, models[-1], DENOISING), composite=args.composite, **extra)
     folder_run = args.image.is_dir()
     sources = images_in(args.image) if folder_run else [args.image]
 
@@ -209,7 +216,8 @@ def cmd_inpaint(args) -> int:
 
 def cmd_remove(args) -> int:
     models = with_engine("remove_object", args.engine)
-    settings = request_settings(args, models[-1], DENOISING)  # --preset: the inpainting engine's own config
+    # --preset: the inpainting engine's own config
+    settings = dict(request_settings(args, models[-1], DENOISING), composite=args.composite)
     folder_run = args.image.is_dir()
     sources = images_in(args.image) if folder_run else [args.image]
 
@@ -250,16 +258,17 @@ def cmd_segment(args) -> int:
 def cmd_generate(args) -> int:
     slug = re.sub(r"[^a-z0-9]+", "-", args.prompt.lower()).strip("-")[:40] or "generated"
     target = args.out or Path(f"{slug}.{args.seed}.png")
-    settings = request_settings(args, "flux_generate", GENERATING)
+    model = generate_model(args.variant)
+    settings = request_settings(args, model, GENERATING)  # --preset: flux_generate's is its default variant's
 
     def work(client: Client) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         with progress_bar(args, target.name) as watch:
-            image = client.generate(args.prompt, seed=args.seed, **settings, **watch)
+            image = client.generate(args.prompt, seed=args.seed, variant=args.variant, **settings, **watch)
         target.write_bytes(image)
         return [target]
 
-    return Runner(args, *called(args, ["flux_generate"])).run([(Path(f"prompt {args.prompt!r}"), work)])
+    return Runner(args, *called(args, [model])).run([(Path(f"prompt {args.prompt!r}"), work)])
 
 
 def write_pair(result, target: Path, save_mask: bool) -> list[Path]:
@@ -286,6 +295,8 @@ def parser() -> argparse.ArgumentParser:
     batch = argparse.ArgumentParser(add_help=False)
     batch.add_argument("--concurrency", "-j", type=int, default=1, help="requests in flight for a folder")
     batch.add_argument("--save-mask", action="store_true", help="also write the removed region, <out>.mask.png")
+    batch.add_argument("--composite", action=argparse.BooleanOptionalAction,
+                       help="blend the result into the untouched photo (default: the server preset's, on)")
     engine = argparse.ArgumentParser(add_help=False)
     engine.add_argument("--engine", choices=ENGINES, help="inpainting engine (default: the server preset's)")
     denoising = argparse.ArgumentParser(add_help=False)
@@ -320,6 +331,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_segment, concurrency=1)
     p = sub.add_parser("generate", parents=[common, seeded, denoising], help="flux_generate: text -> image")
     p.add_argument("--prompt", required=True)
+    p.add_argument("--variant", choices=FLUX_VARIANTS,
+                   help="flux_<variant>_generate (default: flux_generate, the deployment's default variant)")
     p.add_argument("--width", type=int, help="pixels, rounded down to a multiple of 16 by the server")
     p.add_argument("--height", type=int)
     p.set_defaults(func=cmd_generate, concurrency=1)

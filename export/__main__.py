@@ -17,7 +17,7 @@ PIPELINES = {
     # name: (exporter, tiny-checkpoint builder, Hugging Face id)
     "objectclear": (export_objectclear, build_tiny_objectclear, "jixin0101/ObjectClear"),
     "sam3": (export_sam3, build_tiny_sam3, "facebook/sam3"),
-    # flux_generate serves whichever of schnell/dev was exported last; Fill is the flux_fill_inpaint engine
+    # flux_schnell_generate and flux_dev_generate (flux_generate: the default of the two); Fill: flux_fill_inpaint
     "flux-schnell": (export_flux, partial(build_tiny_flux, variant="schnell"), "black-forest-labs/FLUX.1-schnell"),
     "flux-dev": (export_flux, partial(build_tiny_flux, variant="dev"), "black-forest-labs/FLUX.1-dev"),
     "flux-fill": (export_flux, partial(build_tiny_flux, variant="fill"), "black-forest-labs/FLUX.1-Fill-dev"),

@@ -4,13 +4,15 @@ Source: a diffusers pipeline folder or Hugging Face id (black-forest-labs/FLUX.1
 tiny one (export/tiny.py). Writes into the model repository:
   flux_clip_text_encoder/1/model.onnx   input_ids (B, 77) -> pooled_embeds (B, 768)
   flux_t5_encoder/1/model.onnx          input_ids (B, T) -> text_embeds (B, T, 4096)
-  flux_transformer/1/model.onnx         (schnell, dev)  packed latents -> velocity (B, N, 64)
+  flux_{schnell,dev}_transformer/1/model.onnx   packed latents (+ guidance for dev) -> velocity (B, N, 64)
   flux_fill_transformer/1/model.onnx    (Fill)  the same with 384 input channels
   flux_vae_decoder/1/model.onnx         unscaled latents (B, 16, h, w) -> image in [-1, 1]
   flux_vae_encoder/1/model.onnx         (Fill)  image -> posterior mean and log-variance
-  flux_generate/1/pipeline/ or flux_fill_inpaint/1/pipeline/   tokenizers, scheduler/vae/transformer configs,
-                                        serving.json (T5 length) -- configs only, no weights
-The FLUX.1 family shares its text encoders and VAE, so schnell/dev and Fill write the same networks there.
+  flux_{schnell,dev}_generate/1/pipeline/ or flux_fill_inpaint/1/pipeline/   tokenizers, scheduler/vae/transformer
+                                        configs, serving.json (T5 length) -- configs only, no weights
+The FLUX.1 family shares its text encoders and VAE, so schnell, dev and Fill write the same networks there, which
+every variant's pipeline calls; each variant's transformer and pipeline folder are its own, so all three serve side
+by side.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from torch.export import Dim
 
 from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, NetworkWrapper, export_networks, seeded
 from export.vae import vae_specs
-from pipelines.flux import image_ids
+from pipelines.flux import GENERATORS, T5_LENGTHS, TRANSFORMER_MODELS, image_ids
 
 MAX_TOKENS = (2048 // 16) ** 2  # packed image tokens of a 2048 px square
 
@@ -142,21 +144,28 @@ def transformer_spec(name: str, transformer: nn.Module) -> tuple[ComponentSpec, 
 
 def export_flux(source: Path, repository: Path) -> list[ExportReport]:
     pipeline = DiffusionPipeline.from_pretrained(source, dtype=torch.float32)
-    fill = pipeline.transformer.config.in_channels != 4 * pipeline.vae.config.latent_channels
+    variant = flux_variant(pipeline.transformer.config, pipeline.vae.config)
+    fill = variant == "fill"
     encoder, decoder = vae_specs("flux", pipeline.vae)
     specs = [*text_encoder_specs(pipeline), decoder,
-             transformer_spec("flux_fill_transformer" if fill else "flux_transformer", pipeline.transformer)]
+             transformer_spec(TRANSFORMER_MODELS[variant], pipeline.transformer)]
     if fill:
         specs.append(encoder)
     reports = export_networks(specs, repository)
-    save_pipeline_configs(pipeline, Path(source), repository / ("flux_fill_inpaint" if fill else "flux_generate")
-                          / "1" / "pipeline")
+    save_pipeline_configs(pipeline, Path(source), repository / ("flux_fill_inpaint" if fill else GENERATORS[variant])
+                          / "1" / "pipeline", T5_LENGTHS[variant])
     return reports
 
 
-def save_pipeline_configs(pipeline, source: Path, folder: Path) -> None:
-    """Tokenizers and configs (no weights) for the serving model, plus the T5 length to pad to: schnell was
-    trained with 256 tokens, dev and Fill with 512 (BFL's reference code; diffusers leaves it to the caller)."""
+def flux_variant(transformer_config, vae_config) -> str:
+    """"fill" (384 input channels: latents, masked image, mask), "dev" (guidance embedding) or "schnell"."""
+    if transformer_config.in_channels != 4 * vae_config.latent_channels:
+        return "fill"
+    return "dev" if transformer_config.guidance_embeds else "schnell"
+
+
+def save_pipeline_configs(pipeline, source: Path, folder: Path, max_sequence_length: int) -> None:
+    """Tokenizers and configs (no weights) for the serving model, plus the T5 length to pad to (T5_LENGTHS)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     pipeline.tokenizer.save_pretrained(str(folder / "tokenizer"))
@@ -164,6 +173,5 @@ def save_pipeline_configs(pipeline, source: Path, folder: Path) -> None:
     pipeline.scheduler.save_config(str(folder / "scheduler"))
     pipeline.vae.save_config(str(folder / "vae"))
     pipeline.transformer.save_config(str(folder / "transformer"))
-    max_sequence_length = 512 if pipeline.transformer.config.guidance_embeds else 256
     (folder / "serving.json").write_text(json.dumps({"max_sequence_length": max_sequence_length,
                                                      "source": str(source)}, indent=2))

@@ -32,8 +32,8 @@ Shapes = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 MAX_BATCH = {
     "objectclear_unet": 8, "objectclear_vae_encoder": 4, "objectclear_vae_decoder": 4, "objectclear_object_encoder": 8,
     "sam3_image_encoder": 4, "sam3_text_encoder": 8, "sam3_detector": 4, "sam3_detector_boxes": 0,
-    "flux_clip_text_encoder": 8, "flux_t5_encoder": 4, "flux_transformer": 4, "flux_fill_transformer": 4,
-    "flux_vae_encoder": 2, "flux_vae_decoder": 2,
+    "flux_clip_text_encoder": 8, "flux_t5_encoder": 4, "flux_schnell_transformer": 4, "flux_dev_transformer": 4,
+    "flux_fill_transformer": 4, "flux_vae_encoder": 2, "flux_vae_decoder": 2,
 }
 OPT_BATCH = {"objectclear_unet": 2}  # one request's CFG pair
 
@@ -43,8 +43,9 @@ OPT_BATCH = {"objectclear_unet": 2}  # one request's CFG pair
 PRECISION = {
     "objectclear_vae_encoder": "tf32", "objectclear_vae_decoder": "tf32",
     "sam3_image_encoder": "bf16", "sam3_text_encoder": "bf16", "sam3_detector": "bf16", "sam3_detector_boxes": "bf16",
-    "flux_clip_text_encoder": "bf16", "flux_t5_encoder": "bf16", "flux_transformer": "bf16",
-    "flux_fill_transformer": "bf16", "flux_vae_encoder": "tf32", "flux_vae_decoder": "tf32",
+    "flux_clip_text_encoder": "bf16", "flux_t5_encoder": "bf16", "flux_schnell_transformer": "bf16",
+    "flux_dev_transformer": "bf16", "flux_fill_transformer": "bf16", "flux_vae_encoder": "tf32",
+    "flux_vae_decoder": "tf32",
 }
 OPT_PHOTO = (1200, 800)  # the profiles' optimum: a 3:2 photo at the preset's processing size
 

@@ -20,14 +20,42 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from pipelines.components import Component, OnDevice
+from pipelines.composite import restore_size
 from pipelines.flow_match import FlowMatchSchedule
-from pipelines.imaging import InputError, check_range, check_same_size, resize
+from pipelines.imaging import InputError, check_range, check_same_size
 from pipelines.progress import NO_OBSERVER, Observer
 
-# role -> Triton model that serves it
-GENERATE_MODELS = {"clip": "flux_clip_text_encoder", "t5": "flux_t5_encoder", "transformer": "flux_transformer",
-                   "vae_decoder": "flux_vae_decoder"}
-FILL_MODELS = dict(GENERATE_MODELS, transformer="flux_fill_transformer", vae_encoder="flux_vae_encoder")
+# role -> Triton model that serves it. The FLUX.1 family shares its text encoders and VAE (reference/flux.md 1.1), so
+# those are one Triton model each, whichever variants are served; every variant has its own transformer.
+SHARED_MODELS = {"clip": "flux_clip_text_encoder", "t5": "flux_t5_encoder", "vae_decoder": "flux_vae_decoder"}
+TRANSFORMER_MODELS = {"schnell": "flux_schnell_transformer", "dev": "flux_dev_transformer",
+                      "fill": "flux_fill_transformer"}
+FILL_MODELS = dict(SHARED_MODELS, transformer=TRANSFORMER_MODELS["fill"], vae_encoder="flux_vae_encoder")
+# variant -> its public text-to-image model. flux_generate, the pinned name, is an ensemble that forwards each request
+# to the default variant's (its config names it; this is the one the repository ships)
+GENERATORS = {"schnell": "flux_schnell_generate", "dev": "flux_dev_generate"}
+DEFAULT_VARIANT = "schnell"
+# T5 tokens each variant pads its prompt to: schnell was trained with 256, dev and Fill with 512 (BFL's reference code;
+# diffusers leaves it to the caller), so the shared T5 serves both lengths
+T5_LENGTHS = {"schnell": 256, "dev": 512, "fill": 512}
+
+
+def generate_models(variant: str) -> dict[str, str]:
+    return dict(SHARED_MODELS, transformer=TRANSFORMER_MODELS[variant])
+
+
+def variant_of(model_name: str) -> str:
+    """"flux_dev_generate" -> "dev"."""
+    return {model: variant for variant, model in GENERATORS.items()}[model_name]
+
+
+def pipeline_model(network: str) -> str:
+    """The public model whose exported 1/pipeline/ folder describes a network's inputs: a transformer's variant's,
+    Fill's for the VAE encoder, the default variant's for the networks every variant shares."""
+    variants = {model: variant for variant, model in TRANSFORMER_MODELS.items()}
+    variant = "fill" if network == FILL_MODELS["vae_encoder"] else variants.get(network, DEFAULT_VARIANT)
+    return "flux_fill_inpaint" if variant == "fill" else GENERATORS[variant]
+
 COMPONENT_OUTPUTS = {"clip": ["pooled_embeds"], "t5": ["text_embeds"], "transformer": ["velocity"],
                      "vae_decoder": ["image"], "vae_encoder": ["latent_mean", "latent_logvar"]}
 PATCH = 2  # latents are packed in 2x2 patches
@@ -84,6 +112,7 @@ class FillSettings:
     steps: int = 4
     guidance_scale: float = 30.0
     prompt: str = ""
+    composite: bool = True  # blend into the untouched input (pipelines/composite.py); off: diffusers' resize
 
     def validate(self) -> None:
         check_loop(self.steps, self.guidance_scale)
@@ -211,7 +240,8 @@ class FluxFillInpainter(FluxBase):
     def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int, settings: FillSettings,
                  observer: Observer = NO_OBSERVER) -> tuple[np.ndarray, np.ndarray]:
         """image (H, W, 3) uint8, mask (H, W) uint8 (white = fill) -> (image, binarised mask 0/255), both at the
-        input's resolution. `observer` hears the stages and steps and may cancel the loop."""
+        input's resolution; with settings.composite, the image is the input outside the feathered mask. `observer`
+        hears the stages and steps and may cancel the loop."""
         settings.validate()
         check_same_size(image, mask)
         observer.stage("encode")
@@ -235,9 +265,7 @@ class FluxFillInpainter(FluxBase):
         latents = self.denoise(latents, condition, prompt_embeds, pooled, text_ids, (h, w), schedule,
                                settings.guidance_scale, observer)
         observer.stage("decode")
-        result = self.decode(latents, h, w)
-        region = (mask_pixels[0, 0].cpu().numpy() * 255).astype(np.uint8)
-        return resize(result, (width, height), Image.BICUBIC), resize(region, (width, height), Image.NEAREST)
+        return restore_size(image, self.decode(latents, h, w), mask_pixels[0, 0], settings.composite)
 
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         moments = self.vae_encoder(image=pixels)

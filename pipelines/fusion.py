@@ -98,10 +98,17 @@ def attention_region(attention: torch.Tensor, scale: int) -> torch.Tensor:
     return hard.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
 
 
+def feather(region: torch.Tensor) -> torch.Tensor:
+    """(H, W) binary float region -> (H, W) weights in [0, 1]: 1 on the region, falling off through the 21x21
+    ellipse dilation and 9x9 Gaussian around it; 0 wherever that is 0, i.e. beyond 10 + 4*sqrt(2) < 16 px from it."""
+    hard = region[None, None]
+    return torch.maximum(hard, _blur(_dilate(hard, ELLIPSE), GAUSSIAN)).clamp(0, 1)[0, 0]
+
+
 def attention_guided_fusion(original: torch.Tensor, generated: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """original, generated: (H, W, 3) uint8; region: (H, W) binary float from `attention_region` -> (H, W, 3) uint8."""
     hard = region[None, None]
-    soft = torch.maximum(hard, _blur(_dilate(hard, ELLIPSE), GAUSSIAN)).clamp(0, 1)
+    soft = feather(region)[None, None]
     as_planes = lambda img: img.permute(2, 0, 1)[None].double()  # noqa: E731
     keep = 1 - hard.double()
     ori, gen = as_planes(original), as_planes(generated)

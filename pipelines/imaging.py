@@ -6,7 +6,7 @@ import math
 import re
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Decompression bombs and absurd sizes are refused before any work (PIL's own guard only warns below 2x this).
 MAX_PIXELS = 4096 * 4096
@@ -33,19 +33,23 @@ def check_range(input_name: str, value, low, high) -> None:
 
 def check_same_size(image: np.ndarray, mask: np.ndarray) -> None:
     if mask.shape != image.shape[:2]:
+        hint = " as displayed (EXIF orientation applied)" if mask.shape == image.shape[1::-1] else ""
         raise InputError("MASK", f"size {mask.shape[1]}x{mask.shape[0]} differs from the image's "
-                                 f"{image.shape[1]}x{image.shape[0]}")
+                                 f"{image.shape[1]}x{image.shape[0]}{hint}")
 
 
 def decode_image(data: bytes, input_name: str, mode: str = "RGB", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Encoded JPEG/PNG/WebP/... bytes -> uint8 array (H, W, 3) for RGB or (H, W) for L."""
+    """Encoded JPEG/PNG/WebP/... bytes -> uint8 array (H, W, 3) for RGB or (H, W) for L, as displayed: a camera
+    stores a portrait photo's pixels sideways with an EXIF Orientation tag saying how to turn them, and viewers
+    turn them; so do we (PIL's ImageOps.exif_transpose), so results come back upright and masks drawn over the
+    photo as it is shown fit it."""
     if not data:
         raise InputError(input_name, "empty; expected encoded image bytes (JPEG, PNG or WebP)")
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > max_pixels:
                 raise InputError(input_name, f"{img.width}x{img.height} image exceeds the limit of {max_pixels} pixels")
-            return np.array(img.convert(mode))
+            return np.array(ImageOps.exif_transpose(img).convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if isinstance(e, InputError):
             raise

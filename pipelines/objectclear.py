@@ -2,8 +2,8 @@
 
 Reads top to bottom as the algorithm (reference/objectclear.md): resize -> object token -> latents -> Euler loop
 with CFG, the step-0 background reset and the last-step attention map -> decode -> attention-guided fusion ->
-resize back. The networks are `Component`s (ONNX Runtime in-process, or Triton models via BLS); everything else
-is torch on `device` (the CPU by default; a GPU takes the loop and fusion off the host, and keeps latents next to
+back to the input's resolution (pipelines/composite.py). The networks are `Component`s (ONNX Runtime in-process,
+or Triton models via BLS); everything else is torch on `device` (the CPU by default; a GPU takes the loop and fusion off the host, and keeps latents next to
 networks that return GPU tensors), with noise always drawn on the CPU from `torch.Generator().manual_seed(seed)` so
 a seed gives the same image anywhere.
 """
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pipelines.components import Component, OnDevice
+from pipelines.composite import restore_size
 from pipelines.euler import EulerSchedule
 from pipelines.fusion import attention_guided_fusion, attention_region
 from pipelines.imaging import check_range, check_same_size, processing_size, resize
@@ -55,6 +56,7 @@ class Settings:
     steps: int = 8
     guidance_scale: float = 2.0
     short_side: int = 384
+    composite: bool = True  # blend into the untouched input (pipelines/composite.py); off: the reference's resize
 
     def validate(self) -> None:
         check_range("STEPS", self.steps, 1, 100)
@@ -72,7 +74,8 @@ class ObjectClearInpainter:
     def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int, settings: Settings,
                  observer: Observer = NO_OBSERVER) -> tuple[np.ndarray, np.ndarray]:
         """image (H, W, 3) uint8 RGB, mask (H, W) uint8 (white = remove) -> (image, attention region 0/255),
-        both at the input's resolution. `observer` hears the stages and steps and may cancel the loop."""
+        both at the input's resolution; with settings.composite, the image is the input outside the feathered
+        region. `observer` hears the stages and steps and may cancel the loop."""
         settings.validate()
         check_same_size(image, mask)
         observer.stage("encode")
@@ -98,8 +101,7 @@ class ObjectClearInpainter:
         observer.stage("fusion")
         region = attention_region(attention, VAE_SCALE)
         fused = attention_guided_fusion(original, generated, region).cpu().numpy()
-        region = (region.cpu().numpy() * 255).astype(np.uint8)
-        return resize(fused, (width, height), Image.BICUBIC), resize(region, (width, height), Image.NEAREST)
+        return restore_size(image, fused, region, settings.composite)
 
     @functools.lru_cache(maxsize=16)
     def schedule(self, steps: int) -> EulerSchedule:

@@ -63,7 +63,8 @@ def latent_preview(latents: torch.Tensor) -> np.ndarray:
 
 # The streaming twins' interface beyond their public model's (the configs are generated from it: server/streaming.py)
 STREAM_SUFFIX = "_stream"
-STREAMED = ["remove_object", "objectclear_inpaint", "flux_fill_inpaint", "flux_generate"]  # the models with a loop
+# the models with a loop; flux_generate is an ensemble (never the step of one's twin): its variants' models have twins
+STREAMED = ["remove_object", "objectclear_inpaint", "flux_fill_inpaint", "flux_schnell_generate", "flux_dev_generate"]
 PREVIEW_INPUT = "PREVIEW"  # TYPE_BOOL, optional: send PREVIEW_IMAGE with each step
 PROGRESS_OUTPUTS = {  # name -> (Triton type, what it holds); each dims [1]
     "STAGE": ("TYPE_STRING", "the stage running: decode_input, segmentation, encode, denoise, decode, png, ..."),

@@ -6,12 +6,14 @@ from pipelines import flux, objectclear, sam3
 from pipelines.progress import STREAM_SUFFIX, STREAMED
 
 _FILL = ["flux_fill_inpaint", *flux.FILL_MODELS.values()]
+_GENERATE = {model: [model, *flux.generate_models(variant).values()] for variant, model in flux.GENERATORS.items()}
 NEEDS = {
     "objectclear_inpaint": ["objectclear_inpaint", *objectclear.COMPONENT_MODELS.values(), *_FILL],  # ENGINE flux_fill
     "remove_object": ["remove_object", *objectclear.COMPONENT_MODELS.values(), *sam3.COMPONENT_MODELS.values(),
                       *_FILL],
     "sam3_segment": ["sam3_segment", *sam3.COMPONENT_MODELS.values()],
-    "flux_generate": ["flux_generate", *flux.GENERATE_MODELS.values()],
+    **_GENERATE,
+    "flux_generate": ["flux_generate", *_GENERATE[flux.GENERATORS[flux.DEFAULT_VARIANT]]],  # an ensemble over it
     "flux_fill_inpaint": _FILL,
 }
 # each streaming twin (server/streaming.py) runs its public model's adapter, so it needs what that model needs

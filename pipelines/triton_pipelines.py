@@ -60,13 +60,22 @@ def build_flux(args, pipeline_class: type[flux.FluxBase], models: dict[str, str]
 
 def preset_settings(params: dict[str, str]) -> objectclear.Settings:
     return objectclear.Settings(steps=int(params["steps"]), guidance_scale=float(params["guidance_scale"]),
-                                short_side=int(params["short_side"]))
+                                short_side=int(params["short_side"]), composite=flag(params["composite"]))
+
+
+def flag(value: str) -> bool:
+    return value.strip().lower() == "true"
+
+
+def request_composite(request, default: bool) -> bool:
+    return bool(optional_scalar(request, "COMPOSITE", default))
 
 
 def request_settings(request, preset: objectclear.Settings) -> objectclear.Settings:
-    """The preset's values, overridden by the request's optional STEPS / GUIDANCE_SCALE inputs."""
+    """The preset's values, overridden by the request's optional STEPS / GUIDANCE_SCALE / COMPOSITE inputs."""
     return replace(preset, steps=int(optional_scalar(request, "STEPS", preset.steps)),
-                   guidance_scale=float(optional_scalar(request, "GUIDANCE_SCALE", preset.guidance_scale)))
+                   guidance_scale=float(optional_scalar(request, "GUIDANCE_SCALE", preset.guidance_scale)),
+                   composite=request_composite(request, preset.composite))
 
 
 def generate_preset(params: dict[str, str]) -> flux.GenerateSettings:
@@ -84,19 +93,21 @@ def request_generate_settings(request, preset: flux.GenerateSettings) -> flux.Ge
 
 def fill_preset(params: dict[str, str]) -> flux.FillSettings:
     return flux.FillSettings(pixels=int(params["pixels"]), steps=int(params["steps"]),
-                             guidance_scale=float(params["guidance_scale"]), prompt=params["prompt"])
+                             guidance_scale=float(params["guidance_scale"]), prompt=params["prompt"],
+                             composite=flag(params["composite"]))
 
 
 def request_fill_settings(request, preset: flux.FillSettings) -> flux.FillSettings:
-    """The preset's values, overridden by the request's optional STEPS / GUIDANCE_SCALE / PROMPT."""
+    """The preset's values, overridden by the request's optional STEPS / GUIDANCE_SCALE / PROMPT / COMPOSITE."""
     return replace(preset, steps=int(optional_scalar(request, "STEPS", preset.steps)),
                    guidance_scale=float(optional_scalar(request, "GUIDANCE_SCALE", preset.guidance_scale)),
-                   prompt=optional_text(request, "PROMPT", preset.prompt))
+                   prompt=optional_text(request, "PROMPT", preset.prompt),
+                   composite=request_composite(request, preset.composite))
 
 
 # inpainting engines of objectclear_inpaint and remove_object: this process's ObjectClear, or the Fill model via BLS
 ENGINES = {"objectclear": None, "flux_fill": "flux_fill_inpaint"}
-FORWARDED_INPUTS = ["SEED", "STEPS", "GUIDANCE_SCALE"]
+FORWARDED_INPUTS = ["SEED", "STEPS", "GUIDANCE_SCALE", "COMPOSITE"]
 
 
 def inpaint_response(request, inpainter, settings, observer: RequestObserver):

@@ -29,13 +29,21 @@ PRESETS = ["quality", "balanced", "ultra_fast", "low_memory"]  # configs/<preset
 def preset_parameters(preset: str, model: str = "objectclear_inpaint",
                       repository: Path = DEFAULT_MODEL_REPOSITORY) -> dict[str, str]:
     """The `parameters` of a model's preset config (steps, short_side, guidance_scale, ...): the configs are the
-    one place preset values live."""
+    one place preset values live. For an ensemble (flux_generate), those of the model its one step forwards to."""
+    path = Path(repository) / model / "configs" / f"{preset}.pbtxt"
+    if not path.exists():
+        steps = model_config(Path(repository) / model / "config.pbtxt").ensemble_scheduling.step
+        if len(steps) == 1:
+            return preset_parameters(preset, steps[0].model_name, repository)
+    return {key: value.string_value for key, value in model_config(path).parameters.items()}
+
+
+def model_config(path: Path):
+    """A config.pbtxt as Triton's ModelConfig message."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    text = (Path(repository) / model / "configs" / f"{preset}.pbtxt").read_text()
-    config = text_format.Parse(text, model_config_pb2.ModelConfig())
-    return {key: value.string_value for key, value in config.parameters.items()}
+    return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
 
 
 # GPU tensors between the python-backend stubs and the server go through Triton's CUDA memory pool (64 MB by default,

@@ -53,8 +53,9 @@ def parse(path: Path) -> pb.ModelConfig:
 
 
 def is_network(folder: Path) -> bool:
-    """A network model (one exported graph) rather than a public pipeline model."""
-    return "pipelines.triton_network" in (folder / "1" / "model.py").read_text()
+    """A network model (one exported graph) rather than a public pipeline model (or an ensemble, which has no code)."""
+    model = folder / "1" / "model.py"
+    return model.exists() and "pipelines.triton_network" in model.read_text()
 
 
 def config_files(folder: Path) -> dict[str, Path]:
@@ -201,7 +202,7 @@ def model_configs(folder: Path, runtime: str, options: argparse.Namespace) -> di
     for config in configs.values():
         if network and runtime == "torch":
             torch_network_config(config, options)
-        elif not network:  # a pipeline runs where its networks are
+        elif not network and config.platform != "ensemble":  # a pipeline runs where its networks are
             place(config, gpu, options.gpus)
     return configs
 

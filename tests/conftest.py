@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +40,24 @@ def flux_checkpoints() -> dict[str, Path]:
     return folders
 
 
-@pytest.fixture(scope="session")
-def schnell_pipeline(flux_checkpoints):
-    """diffusers' FluxPipeline on the tiny schnell folder the repository's flux_generate was exported from."""
+def flux_pipeline(folder: Path):
     from diffusers import FluxPipeline
 
-    pipeline = FluxPipeline.from_pretrained(flux_checkpoints["schnell"])
+    pipeline = FluxPipeline.from_pretrained(folder)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+@pytest.fixture(scope="session")
+def schnell_pipeline(flux_checkpoints):
+    """diffusers' FluxPipeline on the tiny schnell folder flux_schnell_generate (and flux_generate) was exported from."""
+    return flux_pipeline(flux_checkpoints["schnell"])
+
+
+@pytest.fixture(scope="session")
+def dev_pipeline(flux_checkpoints):
+    """diffusers' FluxPipeline on the tiny dev folder flux_dev_generate was exported from."""
+    return flux_pipeline(flux_checkpoints["dev"])
 
 
 @pytest.fixture(scope="session")
@@ -60,25 +69,12 @@ def model_repository(objectclear_checkpoint, sam3_checkpoint, flux_checkpoints) 
     if not (DEFAULT_MODEL_REPOSITORY / "remove_object" / "1" / "processor").exists():
         from export.sam3 import export_sam3
         export_sam3(sam3_checkpoint, DEFAULT_MODEL_REPOSITORY)
-    for variant, model in (("schnell", "flux_generate"), ("fill", "flux_fill_inpaint")):
+    for variant, model in (("schnell", "flux_schnell_generate"), ("dev", "flux_dev_generate"),
+                           ("fill", "flux_fill_inpaint")):
         if not (DEFAULT_MODEL_REPOSITORY / model / "1" / "pipeline").exists():
             from export.flux import export_flux
             export_flux(flux_checkpoints[variant], DEFAULT_MODEL_REPOSITORY)
     return DEFAULT_MODEL_REPOSITORY
-
-
-@pytest.fixture(scope="session")
-def flux_dev_repository(tmp_path_factory, flux_checkpoints):
-    """A model repository holding only flux_generate and its networks, exported from the tiny FLUX.1-dev
-    (the project's own repository serves schnell): (repository, export reports)."""
-    from export.flux import export_flux
-    from pipelines.repository import NEEDS
-
-    repository = tmp_path_factory.mktemp("flux-dev-repository")
-    for model in NEEDS["flux_generate"]:
-        shutil.copytree(DEFAULT_MODEL_REPOSITORY / model, repository / model,
-                        ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data", "pipeline", "__pycache__"))
-    return repository, export_flux(flux_checkpoints["dev"], repository)
 
 
 def png(array: np.ndarray) -> bytes:

@@ -1,5 +1,5 @@
 """The client CLI (python -m client) and library against a real tritonserver: HTTP and gRPC, a folder run, FLUX
-generation and the Fill engine, --preset, and the errors."""
+generation (default and --variant) and the Fill engine, --preset, --no-composite, and the errors."""
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +21,7 @@ from server.launcher import REPO_ROOT, TritonServer, preset_parameters
 
 pytestmark = pytest.mark.server
 # ObjectClear (with its Fill engine) and FLUX generation; not remove_object/SAM 3: this file tests the client
-MODELS = list(dict.fromkeys(NEEDS["objectclear_inpaint"] + NEEDS["flux_generate"]))
+MODELS = list(dict.fromkeys(NEEDS["objectclear_inpaint"] + NEEDS["flux_generate"] + NEEDS["flux_dev_generate"]))
 PROMPT = "a red bicycle"
 
 
@@ -129,6 +129,18 @@ def test_generate_writes_the_png_a_library_call_returns(server, tmp_path, protoc
     assert asyncio.run(generate_async()) == expected
 
 
+def test_generate_variant_calls_that_variants_model(server, tmp_path, capsys):
+    out = tmp_path / "dev.png"
+    code = main(["generate", "--prompt", PROMPT, "--seed", "7", "--width", "256", "--height", "256", "--steps", "1",
+                 "--variant", "dev", "--out", str(out), "--url", server.grpc_url, "--protocol", "grpc"])
+    assert code == 0, capsys.readouterr().err
+    with Client(server.http_url) as library:
+        dev = library.generate(PROMPT, seed=7, width=256, height=256, steps=1, variant="dev")
+        schnell = library.generate(PROMPT, seed=7, width=256, height=256, steps=1, variant="schnell")
+        default = library.generate(PROMPT, seed=7, width=256, height=256, steps=1)
+    assert out.read_bytes() == dev and default == schnell != dev
+
+
 def test_inpaint_with_the_flux_fill_engine_and_the_fill_command(server, tmp_path, capsys):
     image, mask, size = write_pair(tmp_path, "coffee", skimage.data.coffee())
     engine_out, fill_out = tmp_path / "engine.png", tmp_path / "fill.png"
@@ -184,27 +196,38 @@ def test_preset_fills_what_the_flags_leave_out_from_that_models_config(tmp_path,
     monkeypatch.setattr(RecordingClient, "calls", [])
     image, mask, _ = write_pair(tmp_path, "coffee", skimage.data.coffee())
     quality = {model: preset_parameters("quality", model)
-               for model in ("flux_generate", "objectclear_inpaint", "flux_fill_inpaint", "remove_object")}
+               for model in ("flux_generate", "flux_dev_generate", "objectclear_inpaint", "flux_fill_inpaint",
+                             "remove_object")}
     inpaint = ["inpaint", str(image), str(mask), "--out", str(tmp_path / "out.png"), "-q"]
     assert main(["generate", "--prompt", PROMPT, "--out", str(tmp_path / "g.png"), "--preset", "quality",
                  "--steps", "2", "-q"]) == 0
+    assert main(["generate", "--prompt", PROMPT, "--out", str(tmp_path / "g.png"), "--preset", "quality",
+                 "--variant", "dev", "-q"]) == 0
     assert main([*inpaint, "--preset", "quality"]) == 0
     assert main([*inpaint, "--preset", "quality", "--engine", "flux_fill", "--guidance-scale", "7"]) == 0
-    assert main(inpaint) == 0
+    assert main([*inpaint, "--no-composite"]) == 0
     assert main(["remove", str(image), "--prompt", "the cup", "--out", str(tmp_path / "r.png"), "--preset", "quality",
                  "-q"]) == 0
     assert RecordingClient.calls == [
-        ("generate", dict(seed=0, width=int(quality["flux_generate"]["width"]),
+        ("generate", dict(seed=0, variant=None, width=int(quality["flux_generate"]["width"]),
                           height=int(quality["flux_generate"]["height"]), steps=2,
                           guidance_scale=float(quality["flux_generate"]["guidance_scale"]))),
+        ("generate", dict(seed=0, variant="dev", width=int(quality["flux_dev_generate"]["width"]),
+                          height=int(quality["flux_dev_generate"]["height"]),
+                          steps=int(quality["flux_dev_generate"]["steps"]),
+                          guidance_scale=float(quality["flux_dev_generate"]["guidance_scale"]))),
         ("inpaint", dict(seed=0, steps=int(quality["objectclear_inpaint"]["steps"]),
-                         guidance_scale=float(quality["objectclear_inpaint"]["guidance_scale"]), engine=None)),
+                         guidance_scale=float(quality["objectclear_inpaint"]["guidance_scale"]), composite=None,
+                         engine=None)),
         ("inpaint", dict(seed=0, steps=int(quality["flux_fill_inpaint"]["steps"]), guidance_scale=7.0,
-                         engine="flux_fill")),
-        ("inpaint", dict(seed=0, steps=None, guidance_scale=None, engine=None)),
+                         composite=None, engine="flux_fill")),
+        ("inpaint", dict(seed=0, steps=None, guidance_scale=None, composite=False, engine=None)),
         ("remove", dict(seed=0, engine=None, steps=int(quality["remove_object"]["steps"]),
-                        guidance_scale=float(quality["remove_object"]["guidance_scale"]))),
+                        guidance_scale=float(quality["remove_object"]["guidance_scale"]), composite=None)),
     ]
     assert quality["objectclear_inpaint"]["steps"] != quality["flux_fill_inpaint"]["steps"]  # the engine matters
-    assert RecordingClient.checked == ["flux_generate", "objectclear_inpaint", "objectclear_inpaint",
-                                       "flux_fill_inpaint", "objectclear_inpaint", "remove_object"]
+    # flux_generate's preset is its default variant's (4 steps), dev's its own
+    assert quality["flux_generate"]["steps"] == "4" != quality["flux_dev_generate"]["steps"]
+    assert RecordingClient.checked == ["flux_generate", "flux_dev_generate", "objectclear_inpaint",
+                                       "objectclear_inpaint", "flux_fill_inpaint", "objectclear_inpaint",
+                                       "remove_object"]

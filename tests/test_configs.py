@@ -9,6 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from pipelines.progress import STREAMED
+from pipelines.flux import DEFAULT_VARIANT, GENERATORS
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS
 
 # PRODUCT.md's preset table: steps, short side, guidance
@@ -31,7 +32,10 @@ def test_configs_parse_and_presets_keep_the_interface(model):
     folder = DEFAULT_MODEL_REPOSITORY / model
     base = parse(folder / "config.pbtxt")
     assert base.name == model
-    assert (folder / "1" / "model.py").exists()
+    if base.platform == "ensemble":  # no code, but Triton loads only from a version folder (git keeps its README)
+        assert (folder / "1" / "README.md").exists() and not (folder / "configs").exists()
+    else:
+        assert (folder / "1" / "model.py").exists()
     for preset_file in sorted((folder / "configs").glob("*.pbtxt")):
         assert preset_file.stem in PRESETS, f"{preset_file} is not a known preset"
         assert signature(parse(preset_file)) == signature(base), preset_file
@@ -48,20 +52,47 @@ def test_preset_values_match_the_product_table(model):
     assert default.parameters == parse(folder / "configs" / "balanced.pbtxt").parameters
 
 
-# PRODUCT.md's Flux column: quality renders 1024x1024, the others 512x512, all with 4 steps
+# PRODUCT.md's Flux column: quality renders 1024x1024, the others 512x512; schnell (timestep-distilled) with 4 steps,
+# the guidance-distilled dev and Fill with the steps of README's preset table
 FLUX_SIDE = {"quality": 1024, "balanced": 512, "ultra_fast": 512, "low_memory": 512}
+GUIDANCE_DISTILLED_STEPS = {"quality": 28, "balanced": 12, "ultra_fast": 8, "low_memory": 10}
 
 
 def test_flux_preset_values_match_the_product_table():
+    parameters = lambda model, preset: {k: v.string_value for k, v in parse(  # noqa: E731
+        DEFAULT_MODEL_REPOSITORY / model / "configs" / f"{preset}.pbtxt").parameters.items()}
     for preset, side in FLUX_SIDE.items():
-        generate = parse(DEFAULT_MODEL_REPOSITORY / "flux_generate" / "configs" / f"{preset}.pbtxt").parameters
-        fill = parse(DEFAULT_MODEL_REPOSITORY / "flux_fill_inpaint" / "configs" / f"{preset}.pbtxt").parameters
-        assert (int(generate["width"].string_value), int(generate["height"].string_value)) == (side, side), preset
-        assert int(fill["pixels"].string_value) == side * side, preset
-        assert generate["steps"].string_value == fill["steps"].string_value == "4", preset
-    for model in ("flux_generate", "flux_fill_inpaint"):
+        for variant, model in GENERATORS.items():
+            generate = parameters(model, preset)
+            assert (int(generate["width"]), int(generate["height"])) == (side, side), (model, preset)
+            steps = 4 if variant == "schnell" else GUIDANCE_DISTILLED_STEPS[preset]
+            assert int(generate["steps"]) == steps, (model, preset)
+        fill = parameters("flux_fill_inpaint", preset)
+        assert int(fill["pixels"]) == side * side, preset
+        assert int(fill["steps"]) == GUIDANCE_DISTILLED_STEPS[preset], preset
+    for model in (*GENERATORS.values(), "flux_fill_inpaint"):
         assert parse(DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt").parameters == \
             parse(DEFAULT_MODEL_REPOSITORY / model / "configs" / "balanced.pbtxt").parameters
+
+
+def test_flux_generate_forwards_to_the_default_variant_with_its_interface():
+    config = parse(DEFAULT_MODEL_REPOSITORY / "flux_generate" / "config.pbtxt")
+    (step,) = config.ensemble_scheduling.step
+    assert config.platform == "ensemble" and step.model_name == GENERATORS[DEFAULT_VARIANT]
+    target = parse(DEFAULT_MODEL_REPOSITORY / step.model_name / "config.pbtxt")
+    assert signature(config)[1:] == signature(target)[1:]  # the same inputs (optional ones too) and outputs
+    assert dict(step.input_map) == {t.name: t.name for t in config.input}
+    assert dict(step.output_map) == {t.name: t.name for t in config.output}
+
+
+@pytest.mark.parametrize("model", ["objectclear_inpaint", "remove_object", "flux_fill_inpaint"])
+def test_compositing_is_on_in_every_preset_and_overridable(model):
+    folder = DEFAULT_MODEL_REPOSITORY / model
+    for path in [folder / "config.pbtxt", *folder.glob("configs/*.pbtxt")]:
+        config = parse(path)
+        assert config.parameters["composite"].string_value == "true", path
+        (composite,) = [t for t in config.input if t.name == "COMPOSITE"]
+        assert model_config_pb2.DataType.Name(composite.data_type) == "TYPE_BOOL" and composite.optional
 
 
 STRING, INT64, FP32, UINT8 = "TYPE_STRING", "TYPE_INT64", "TYPE_FP32", "TYPE_UINT8"
@@ -74,6 +105,7 @@ PUBLIC = {  # PRODUCT.md: model -> (inputs, outputs); further inputs may exist b
                      {"MASKS": (UINT8, [-1, -1, -1]), "BOXES": (FP32, [-1, 4]), "SCORES": (FP32, [-1])}),
     "flux_generate": ({"PROMPT": (STRING, [1]), "SEED": (INT64, [1])}, {"IMAGE": (STRING, [1])}),
 }
+PUBLIC.update({model: PUBLIC["flux_generate"] for model in GENERATORS.values()})
 
 
 @pytest.mark.parametrize("model", sorted(PUBLIC))

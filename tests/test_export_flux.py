@@ -1,6 +1,7 @@
 """The real exporter on the tiny FLUX.1 pipelines: ONNX Runtime agrees with PyTorch at shapes other than the traced
 one, the graphs have the inputs the serving code feeds (guidance for dev and Fill only), named dynamic axes, no
-float64 (TensorRT), and the serving configs beside them."""
+float64 (TensorRT), and the serving configs beside them; schnell, dev and Fill each their own transformer and
+pipeline folder, over text encoders and a VAE they share."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from diffusers import FluxTransformer2DModel
 
 from export.flux import BatchedIdsTransformer, transformer_spec
 from export.onnx_export import ExportParityError, export_component
+from pipelines.flux import GENERATORS, SHARED_MODELS, TRANSFORMER_MODELS
 
 TRANSFORMER_INPUTS = ["hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "img_ids", "txt_ids"]
 
@@ -32,24 +34,19 @@ def double_tensors(model) -> list[str]:
             + [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.DOUBLE])
 
 
-def test_dev_export_reports_parity_at_untraced_shapes(flux_dev_repository):
-    _, reports = flux_dev_repository
-    by_name = {r.name: r for r in reports}
-    assert set(by_name) == {"flux_clip_text_encoder", "flux_t5_encoder", "flux_vae_decoder", "flux_transformer"}
-    transformer = by_name["flux_transformer"]
+def test_dev_transformer_export_reports_parity_at_untraced_shapes(tmp_path, flux_checkpoints):
+    transformer = FluxTransformer2DModel.from_pretrained(flux_checkpoints["dev"], subfolder="transformer")
+    spec, module = transformer_spec(TRANSFORMER_MODELS["dev"], transformer)
+    report = export_component(spec, module.eval(), tmp_path / "model.onnx")
     # traced at batch 2, 4x6 tokens, 16 text tokens; checked at a 512 px square with schnell's 256 text tokens
     # and at batch 3 with an odd 3x5 grid and dev's 512
-    assert [case["shapes"][0] for case in transformer.cases] == [[1, 1024, 64], [3, 15, 64]]
-    assert transformer.max_error <= 1e-4
-    assert by_name["flux_t5_encoder"].cases[1]["shapes"] == [[3, 512]]
-    assert all(report.max_error <= 1e-3 for report in reports)
+    assert [case["shapes"][0] for case in report.cases] == [[1, 1024, 64], [3, 15, 64]]
+    assert report.max_error <= 1e-4
 
 
-def test_transformer_graphs_match_what_the_pipeline_feeds(model_repository, flux_dev_repository):
-    dev_repository, _ = flux_dev_repository
-    graphs = {"schnell": graph(model_repository / "flux_transformer" / "1" / "model.onnx"),
-              "dev": graph(dev_repository / "flux_transformer" / "1" / "model.onnx"),
-              "fill": graph(model_repository / "flux_fill_transformer" / "1" / "model.onnx")}
+def test_transformer_graphs_match_what_the_pipeline_feeds(model_repository):
+    graphs = {variant: graph(model_repository / model / "1" / "model.onnx")
+              for variant, model in TRANSFORMER_MODELS.items()}
     for variant, model in graphs.items():
         axes = input_axes(model)
         expected = TRANSFORMER_INPUTS + ([] if variant == "schnell" else ["guidance"])
@@ -57,12 +54,11 @@ def test_transformer_graphs_match_what_the_pipeline_feeds(model_repository, flux
         assert axes["hidden_states"] == ["batch", "tokens", 384 if variant == "fill" else 64]
         assert axes["img_ids"] == ["batch", "tokens", 3] and axes["txt_ids"] == ["batch", "text", 3]
         assert double_tensors(model) == [], f"{variant}: float64 RoPE left in the graph"
-    assert (model_repository / "flux_transformer" / "1" / "model.onnx.data").exists()  # external weights
+    assert (model_repository / "flux_schnell_transformer" / "1" / "model.onnx.data").exists()  # external weights
 
 
-def test_pipeline_configs_are_written_for_the_serving_models(model_repository, flux_dev_repository):
-    dev_repository, _ = flux_dev_repository
-    lengths = {"schnell": model_repository / "flux_generate", "dev": dev_repository / "flux_generate",
+def test_pipeline_configs_are_written_for_the_serving_models(model_repository):
+    lengths = {"schnell": model_repository / GENERATORS["schnell"], "dev": model_repository / GENERATORS["dev"],
                "fill": model_repository / "flux_fill_inpaint"}
     for variant, model in lengths.items():
         folder = model / "1" / "pipeline"
@@ -88,7 +84,7 @@ def test_exported_transformer_batches_rows_of_different_timesteps(model_reposito
 
 def test_a_zero_tolerance_makes_the_exporter_raise(tmp_path, flux_checkpoints):
     transformer = FluxTransformer2DModel.from_pretrained(flux_checkpoints["schnell"], subfolder="transformer")
-    spec, module = transformer_spec("flux_transformer", transformer)
+    spec, module = transformer_spec(TRANSFORMER_MODELS["schnell"], transformer)
     strict = type(spec)(**{**spec.__dict__, "tolerance": 0.0})
     with pytest.raises(ExportParityError):
         export_component(strict, module.eval(), tmp_path / "model.onnx")
@@ -96,10 +92,25 @@ def test_a_zero_tolerance_makes_the_exporter_raise(tmp_path, flux_checkpoints):
 
 def test_batched_ids_wrapper_is_the_transformer(flux_checkpoints):
     transformer = FluxTransformer2DModel.from_pretrained(flux_checkpoints["dev"], subfolder="transformer").eval()
-    spec, wrapper = transformer_spec("flux_transformer", transformer)
+    spec, wrapper = transformer_spec(TRANSFORMER_MODELS["dev"], transformer)
     hidden, text, pooled, timestep, img_ids, txt_ids, guidance = spec.check_inputs()[0]
     with torch.no_grad():
         direct = transformer(hidden_states=hidden, encoder_hidden_states=text, pooled_projections=pooled,
                              timestep=timestep, img_ids=img_ids[0], txt_ids=txt_ids[0], guidance=guidance).sample
         assert torch.equal(wrapper.eval()(hidden, text, pooled, timestep, img_ids, txt_ids, guidance), direct)
     assert isinstance(wrapper, BatchedIdsTransformer)
+
+
+def test_the_variants_share_their_text_encoders_and_vae(flux_checkpoints):
+    """What serving them side by side rests on: schnell, dev and Fill hold the same weights in the parts exported once
+    (SHARED_MODELS; like the real FLUX.1 family, the tiny folders are built so) and different transformers."""
+    def weights(variant, part):
+        return (flux_checkpoints[variant] / part).glob("*.safetensors")
+
+    for part in ("text_encoder", "text_encoder_2", "vae"):
+        files = {variant: [p.read_bytes() for p in sorted(weights(variant, part))] for variant in flux_checkpoints}
+        assert files["schnell"] and files["schnell"] == files["dev"] == files["fill"], part
+    transformers = {variant: b"".join(p.read_bytes() for p in weights(variant, "transformer"))
+                    for variant in flux_checkpoints}
+    assert len(set(transformers.values())) == 3
+    assert set(SHARED_MODELS) == {"clip", "t5", "vae_decoder"}

@@ -1,6 +1,7 @@
 """FLUX.1 served by a real tritonserver over HTTP and gRPC with the real tritonclient, against diffusers'
-FluxPipeline (schnell, dev) and FluxFillPipeline on the same tiny pipeline folders, seeds, sizes and steps; the
-Fill engine reached from objectclear_inpaint and remove_object; bad input."""
+FluxPipeline (schnell, dev: served side by side over shared networks) and FluxFillPipeline on the same tiny
+pipeline folders, seeds, sizes and steps; the Fill engine reached from objectclear_inpaint and remove_object; bad
+input."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,14 +9,12 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from diffusers import FluxFillPipeline, FluxPipeline
+from diffusers import FluxFillPipeline
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from conftest import as_bytes, call, decode, diffusers_uint8, max_difference, png
-from pipelines.flux import fill_size
-from pipelines.repository import NEEDS
-from server.launcher import TritonServer
+from pipelines.flux import GENERATORS, SHARED_MODELS, TRANSFORMER_MODELS, fill_size
 
 pytestmark = pytest.mark.server
 PROMPT = "a photo of a cat holding a sign that says hello world"
@@ -44,9 +43,12 @@ def fp32(value):
     return np.array([value], dtype=np.float32), "FP32"
 
 
-def generate(module, server, prompt=PROMPT, seed=0, **extra) -> np.ndarray:
-    (image,) = call(module, url(server, module), "flux_generate", ["IMAGE"], PROMPT=as_bytes(prompt),
-                    SEED=int64(seed), **extra)
+def boolean(value):
+    return np.array([value], dtype=bool), "BOOL"
+
+
+def generate(module, server, prompt=PROMPT, seed=0, model="flux_generate", **extra) -> np.ndarray:
+    (image,) = call(module, url(server, module), model, ["IMAGE"], PROMPT=as_bytes(prompt), SEED=int64(seed), **extra)
     return decode(image[0])
 
 
@@ -62,7 +64,7 @@ def fill_reference(flux_checkpoints):
     return pipeline
 
 
-# -- generation (schnell: the repository's default export) -----------------------------------------------------------
+# -- generation (flux_generate: the deployment's default variant, schnell) ------------------------------------------
 @MODULES
 @pytest.mark.parametrize("seed, size, steps", [(0, None, None), (7, (320, 256), 2)])
 def test_schnell_matches_diffusers(server, schnell_pipeline, module, seed, size, steps):
@@ -93,25 +95,58 @@ def test_size_is_rounded_down_to_sixteen_like_diffusers(server):
 
 
 # -- generation with FLUX.1-dev: shifted sigmas, guidance input, 512 T5 tokens ---------------------------------------
-@pytest.fixture(scope="module")
-def dev_server(flux_dev_repository):
-    repository, _ = flux_dev_repository
-    with TritonServer(repository, models=NEEDS["flux_generate"]) as running:
-        yield running
-
-
 @MODULES
-def test_dev_matches_diffusers(dev_server, flux_checkpoints, module):
-    dev = FluxPipeline.from_pretrained(flux_checkpoints["dev"])
-    dev.set_progress_bar_config(disable=True)
-    served = generate(module, dev_server, seed=3, STEPS=int32(3), WIDTH=int32(256), HEIGHT=int32(320))
-    expected = diffusers_uint8(dev(PROMPT, width=256, height=320, num_inference_steps=3, guidance_scale=3.5,
-                            max_sequence_length=512, output_type="np",
-                            generator=torch.Generator().manual_seed(3)).images)
+def test_dev_matches_diffusers(server, dev_pipeline, module):
+    served = generate(module, server, seed=3, model=GENERATORS["dev"], STEPS=int32(3), WIDTH=int32(256),
+                      HEIGHT=int32(320))
+    expected = diffusers_uint8(dev_pipeline(PROMPT, width=256, height=320, num_inference_steps=3, guidance_scale=3.5,
+                                            max_sequence_length=512, output_type="np",
+                                            generator=torch.Generator().manual_seed(3)).images)
     assert max_difference(served, expected) <= GENERATE_TOLERANCE
-    guided = generate(module, dev_server, seed=3, STEPS=int32(3), WIDTH=int32(256), HEIGHT=int32(320),
-                      GUIDANCE_SCALE=fp32(9.0))
+    guided = generate(module, server, seed=3, model=GENERATORS["dev"], STEPS=int32(3), WIDTH=int32(256),
+                      HEIGHT=int32(320), GUIDANCE_SCALE=fp32(9.0))
     assert max_difference(guided, served) > 0  # dev's guidance input reaches the transformer
+
+
+# -- schnell and dev side by side -------------------------------------------------------------------------------------
+def model_stats(server, model: str) -> dict:
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        return client.get_inference_statistics(model)["model_stats"][0]
+
+
+def test_schnell_and_dev_are_served_at_once_over_networks_loaded_once(server, schnell_pipeline, dev_pipeline):
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        ready = [m["name"] for m in client.get_model_repository_index() if m.get("state") == "READY"]
+    public = ("_generate", "_inpaint", "_stream")  # pipelines and their streaming twins
+    flux_networks = sorted(m for m in ready if m.startswith("flux_") and not m.endswith(public))
+    # one T5, one CLIP, one VAE decoder for every variant; a transformer per variant (dev's has guidance embeddings)
+    assert flux_networks == sorted([*SHARED_MODELS.values(), *TRANSFORMER_MODELS.values(), "flux_vae_encoder"])
+    assert len(ready) == len(set(ready)) and {*GENERATORS.values(), "flux_generate"} <= set(ready)
+    shared_before = {m: model_stats(server, m)["inference_count"] for m in SHARED_MODELS.values()}
+    steps_before = {v: model_stats(server, TRANSFORMER_MODELS[v])["inference_count"] for v in GENERATORS}
+
+    size = dict(width=320, height=256, num_inference_steps=2, output_type="np")
+    references = {"schnell": schnell_pipeline(PROMPT, guidance_scale=0.0, max_sequence_length=256,
+                                              generator=torch.Generator().manual_seed(11), **size),
+                  "dev": dev_pipeline(PROMPT, guidance_scale=3.5, max_sequence_length=512,
+                                      generator=torch.Generator().manual_seed(11), **size)}
+    for variant, model in GENERATORS.items():
+        served = generate(grpcclient, server, seed=11, model=model, WIDTH=int32(320), HEIGHT=int32(256),
+                          STEPS=int32(2))
+        assert max_difference(served, diffusers_uint8(references[variant].images)) <= GENERATE_TOLERANCE, variant
+    assert max_difference(diffusers_uint8(references["schnell"].images), diffusers_uint8(references["dev"].images)) > 10
+
+    # both requests went through the same shared models, each through its own transformer (2 steps each)
+    assert all(model_stats(server, m)["inference_count"] == shared_before[m] + 2 for m in SHARED_MODELS.values())
+    assert all(model_stats(server, TRANSFORMER_MODELS[v])["inference_count"] == steps_before[v] + 2
+               for v in GENERATORS)
+
+
+def test_flux_generate_is_the_default_variant(server):
+    extra = dict(WIDTH=int32(256), HEIGHT=int32(256), STEPS=int32(1))
+    default = generate(httpclient, server, seed=2, **extra)
+    assert np.array_equal(default, generate(httpclient, server, seed=2, model=GENERATORS["schnell"], **extra))
+    assert max_difference(default, generate(httpclient, server, seed=2, model=GENERATORS["dev"], **extra)) > 0
 
 
 # -- FLUX.1 Fill ------------------------------------------------------------------------------------------------------
@@ -123,11 +158,12 @@ def fill(module, server, photo, mask, model="flux_fill_inpaint", seed=3, **extra
 
 @MODULES
 def test_fill_matches_diffusers(server, fill_reference, coffee, module):
+    """With COMPOSITE off (diffusers resizes its whole output back); balanced: a 512x512 area, 12 steps."""
     photo, mask = coffee
-    image, region = fill(module, server, photo, mask)
-    width, height = fill_size(photo.shape[1], photo.shape[0], 512 * 512)  # balanced: a 512x512 area, aspect kept
+    image, region = fill(module, server, photo, mask, COMPOSITE=boolean(False))
+    width, height = fill_size(photo.shape[1], photo.shape[0], 512 * 512)
     expected = fill_reference(prompt="", image=Image.fromarray(photo), mask_image=Image.fromarray(mask), width=width,
-                              height=height, num_inference_steps=4, guidance_scale=30.0, max_sequence_length=512,
+                              height=height, num_inference_steps=12, guidance_scale=30.0, max_sequence_length=512,
                               generator=torch.Generator().manual_seed(3)).images[0]
     expected = np.asarray(expected.resize((photo.shape[1], photo.shape[0]), Image.BICUBIC))
     assert (width, height) == (624, 416)

@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,8 +139,9 @@ def test_prometheus_reads_the_pipeline_series(default_server, prometheus, coffee
         'sum(pipeline_denoising_steps_total{model="remove_object"})': 2,
         'sum(pipeline_requests_total{model="objectclear_inpaint",outcome="invalid"})': 1,
         'sum(pipeline_requests_total{model="objectclear_inpaint_stream",outcome="cancelled"})': 1,
-        'sum(pipeline_requests_total{model="flux_generate",engine="flux_schnell",outcome="ok"})': 1,
-        'sum(pipeline_denoising_steps_total{model="flux_generate"})': 3,
+        # flux_generate is an ensemble: its default variant's model runs the pipeline and counts
+        'sum(pipeline_requests_total{model="flux_schnell_generate",engine="flux_schnell",outcome="ok"})': 1,
+        'sum(pipeline_denoising_steps_total{model="flux_schnell_generate"})': 3,
     }
     # every denoising step counted is one UNet execution in Triton's own statistics, cancelled requests included
     unet_steps = 'sum(pipeline_denoising_steps_total{model=~"remove_object.*|objectclear_inpaint.*"})'

@@ -1,6 +1,7 @@
 """objectclear_inpaint and remove_object served by a real tritonserver, per preset, over HTTP and gRPC with the
 real tritonclient; objectclear_inpaint compared with the independent PyTorch reference (tests/reference) on the
-same tiny weights and seed, remove_object with its two public halves chained by the client; FLUX in every preset."""
+same tiny weights and seed (with COMPOSITE off: the reference resizes its whole output back), remove_object with its
+two public halves chained by the client; FLUX in every preset."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,8 @@ def infer(module, url: str, image: bytes, mask: bytes, seed: int) -> tuple[np.nd
     inputs = []
     for name, value, datatype in (("IMAGE", np.array([image], dtype=object), "BYTES"),
                                   ("MASK", np.array([mask], dtype=object), "BYTES"),
-                                  ("SEED", np.array([seed], dtype=np.int64), "INT64")):
+                                  ("SEED", np.array([seed], dtype=np.int64), "INT64"),
+                                  ("COMPOSITE", np.array([False]), "BOOL")):
         tensor = module.InferInput(name, [1], datatype)
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)

@@ -56,7 +56,8 @@ def test_every_config_parses_and_every_public_model_is_served(native, model_repo
     for model in NEEDS:  # the pipelines keep their interface and preset variants
         source = {p.name for p in (model_repository / model / "configs").glob("*.pbtxt")}
         assert {p.name for p in (repository / model / "configs").glob("*.pbtxt")} == source
-        assert (repository / model / "1" / "model.py").exists()
+        code = "README.md" if parse(model_repository / model / "config.pbtxt").platform == "ensemble" else "model.py"
+        assert (repository / model / "1" / code).exists()  # an ensemble's version folder holds no code
 
 
 def test_network_configs_are_the_graphs(native, model_repository):
@@ -128,7 +129,12 @@ def test_profiles_fit_the_graphs(model_repository, preset):
     unet = engine_plans(model_repository, "objectclear_unet")[preset][1]["sample"]
     assert unet[1] == (2, 9, short_side // 8, processing_size(1200, 800, short_side)[0] // 8)  # a 3:2 photo's CFG pair
     side = int(preset_parameters(preset, "flux_generate")["width"])
-    assert engine_plans(model_repository, "flux_transformer")[preset][1]["hidden_states"][1][1] == (side // 16) ** 2
+    for variant in flux.GENERATORS:
+        plan = engine_plans(model_repository, flux.TRANSFORMER_MODELS[variant])[preset][1]
+        assert plan["hidden_states"][1][1] == (side // 16) ** 2
+    # one T5 serves every variant: schnell's 256 tokens and dev's and Fill's 512
+    (low, _, high) = engine_plans(model_repository, "flux_t5_encoder")[preset][1]["input_ids"]
+    assert low[1] <= min(flux.T5_LENGTHS.values()) and high[1] >= max(flux.T5_LENGTHS.values())
 
 
 def test_tensorrt_plans_are_shared_where_presets_agree(model_repository):
@@ -137,8 +143,9 @@ def test_tensorrt_plans_are_shared_where_presets_agree(model_repository):
     assert set(plans["sam3_image_encoder"].values()) == {"model.plan"}  # no preset changes SAM 3's shapes
     assert len(set(plans["objectclear_unet"].values())) == 4  # four short sides
     # FLUX renders 1024² in quality and 512² in the other three: two plans
-    assert plans["flux_transformer"] == {"quality": "model.quality.plan", "balanced": "model.balanced.plan",
-                                         "ultra_fast": "model.balanced.plan", "low_memory": "model.balanced.plan"}
+    assert plans["flux_schnell_transformer"] == plans["flux_dev_transformer"] == {
+        "quality": "model.quality.plan", "balanced": "model.balanced.plan", "ultra_fast": "model.balanced.plan",
+        "low_memory": "model.balanced.plan"}
 
 
 # -- every shape a preset sends lies inside its profile ---------------------------------------------------------------
@@ -211,12 +218,13 @@ def test_sam3_sends_only_profiled_shapes(model_repository, preset):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_flux_sends_only_profiled_shapes(model_repository, preset):
-    generate_params = preset_parameters(preset, "flux_generate")
-    generator = flux.FluxGenerator(profiled(model_repository, flux.GENERATE_MODELS, preset),
-                                   flux.FluxConfig.load(model_repository / "flux_generate" / "1" / "pipeline"))
-    preset_size = (int(generate_params["width"]), int(generate_params["height"]))
-    for width, height in [preset_size, *FLUX_SIZES]:
-        generator("a cat", 0, flux.GenerateSettings(width=width, height=height, steps=1))
+    for variant, model in flux.GENERATORS.items():
+        generate_params = preset_parameters(preset, model)
+        generator = flux.FluxGenerator(profiled(model_repository, flux.generate_models(variant), preset),
+                                       flux.FluxConfig.load(model_repository / model / "1" / "pipeline"))
+        preset_size = (int(generate_params["width"]), int(generate_params["height"]))
+        for width, height in [preset_size, *FLUX_SIZES]:
+            generator("a cat", 0, flux.GenerateSettings(width=width, height=height, steps=1))
     filler = flux.FluxFillInpainter(profiled(model_repository, flux.FILL_MODELS, preset),
                                     flux.FluxConfig.load(model_repository / "flux_fill_inpaint" / "1" / "pipeline"))
     pixels = int(preset_parameters(preset, "flux_fill_inpaint")["pixels"])
