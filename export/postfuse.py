@@ -1,16 +1,21 @@
 """ObjectClear's PostfuseModule: maps the CLIP object embedding to one prompt-token row.
 
 Written from the architecture description (objectclear.md section 4); parameter names follow the released
-`postfuse_module/model.safetensors` so those weights load unchanged.
+`postfuse_module/model.safetensors` so those weights load unchanged. Its config is read and written with diffusers'
+ConfigMixin, as the released `postfuse_module/config.json` was: {"_class_name": "PostfuseModule", "embed_dim": 2048,
+"embed_dim_img": 768}; the metadata keys are not constructor arguments.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+WEIGHTS = "model.safetensors"
+FP16_WEIGHTS = "model.fp16.safetensors"  # the variant the Hub repository carries beside the fp32 file
 
 
 class PostfuseMLP(nn.Module):
@@ -27,10 +32,12 @@ class PostfuseMLP(nn.Module):
         return x + y if self.residual else y
 
 
-class PostfuseModule(nn.Module):
+class PostfuseModule(nn.Module, ConfigMixin):
+    config_name = "config.json"
+
+    @register_to_config
     def __init__(self, embed_dim: int = 2048, embed_dim_img: int = 768):
         super().__init__()
-        self.config = {"embed_dim": embed_dim, "embed_dim_img": embed_dim_img}
         self.mlp1 = PostfuseMLP(embed_dim_img, embed_dim, embed_dim, residual=False)
         self.mlp2 = PostfuseMLP(embed_dim, embed_dim, embed_dim, residual=True)
         self.layer_norm = nn.LayerNorm(embed_dim)
@@ -40,16 +47,14 @@ class PostfuseModule(nn.Module):
 
     def save_pretrained(self, folder: Path) -> None:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.config))
-        save_file(self.state_dict(), str(folder / "model.safetensors"))
+        self.save_config(folder)
+        save_file(self.state_dict(), str(folder / WEIGHTS))
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> "PostfuseModule":
+        """fp32 weights; a folder holding only the fp16 variant is read upcast."""
         folder = Path(folder)
-        module = cls(**json.loads((folder / "config.json").read_text()))
-        weights = folder / "model.safetensors"
-        if not weights.exists():
-            weights = folder / "model.fp16.safetensors"
+        module = cls.from_config(cls.load_config(folder))
+        weights = folder / WEIGHTS if (folder / WEIGHTS).exists() else folder / FP16_WEIGHTS
         module.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
         return module.eval()

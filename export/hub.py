@@ -1,0 +1,98 @@
+"""The five Hugging Face repositories the exporters read, as they are published, and how to fetch only what is read.
+
+Facts, read from public copies (no machine of this project reaches the Hub; README "Hub layouts" has the sources):
+the file list of each repository, the files the exporter does not need (duplicates and variants), and the licence a
+user accepts by downloading it. `export/tiny_hub.py` lays the tiny checkpoints out the same way, so CI exports those
+layouts through `python -m export <pipeline> --source <folder>`.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+CLIP_TOKENIZER = ("merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json")
+
+
+@dataclass(frozen=True)
+class HubRepo:
+    repo_id: str
+    licence: str
+    gated: bool  # the account behind HF_TOKEN must have accepted the licence on the Hub
+    files: tuple[str, ...]  # the repository's files as published (README/licence texts and images included)
+    skip: tuple[str, ...]  # fnmatch patterns of files the exporter never reads: never downloaded
+    note: str  # which weights are read, and why
+
+    def needed(self, name: str) -> bool:
+        return not any(fnmatch.fnmatch(name, pattern) for pattern in self.skip)
+
+
+def _sub(folder: str, *names: str) -> tuple[str, ...]:
+    return tuple(f"{folder}/{name}" for name in names)
+
+
+def _flux(repo_id: str, single_file: str, extra: tuple[str, ...], licence: str, gated: bool) -> HubRepo:
+    return HubRepo(
+        repo_id=repo_id, licence=licence, gated=gated,
+        files=(".gitattributes", "README.md", "model_index.json", single_file, "ae.safetensors", *extra,
+               "scheduler/scheduler_config.json",
+               *_sub("text_encoder", "config.json", "model.safetensors"),
+               *_sub("text_encoder_2", "config.json", "model-00001-of-00002.safetensors",
+                     "model-00002-of-00002.safetensors", "model.safetensors.index.json"),
+               *_sub("tokenizer", *CLIP_TOKENIZER),
+               *_sub("tokenizer_2", "special_tokens_map.json", "spiece.model", "tokenizer.json",
+                     "tokenizer_config.json"),
+               *_sub("transformer", "config.json", *(f"diffusion_pytorch_model-0000{i}-of-00003.safetensors"
+                                                     for i in (1, 2, 3)),
+                     "diffusion_pytorch_model.safetensors.index.json"),
+               *_sub("vae", "config.json", "diffusion_pytorch_model.safetensors")),
+        # BFL's single-file checkpoints repeat the diffusers folders' weights (transformer 23.8 GB, VAE 0.3 GB)
+        skip=(single_file, "ae.safetensors", "*.jpg", "*.jpeg", "*.png"),
+        note="the diffusers folders, stored in bf16 (sharded transformer and T5 with index files); the single-file "
+             f"duplicates {single_file} and ae.safetensors are not downloaded",
+    )
+
+
+HUB = {
+    "objectclear": HubRepo(
+        repo_id="jixin0101/ObjectClear", licence="NTU S-Lab License 1.0 (non-commercial)", gated=False,
+        files=(".gitattributes", "README.md", "model_index.json",
+               *_sub("image_prompt_encoder", "config.json", "model.safetensors", "model.fp16.safetensors"),
+               *_sub("postfuse_module", "config.json", "model.safetensors", "model.fp16.safetensors"),
+               "scheduler/scheduler_config.json",
+               *_sub("text_encoder", "config.json", "model.safetensors", "model.fp16.safetensors"),
+               *_sub("text_encoder_2", "config.json", "model.safetensors", "model.fp16.safetensors"),
+               *_sub("tokenizer", *CLIP_TOKENIZER), *_sub("tokenizer_2", *CLIP_TOKENIZER),
+               *_sub("unet", "config.json", "diffusion_pytorch_model.safetensors",
+                     "diffusion_pytorch_model.fp16.safetensors"),
+               *_sub("vae", "config.json", "diffusion_pytorch_model.safetensors",
+                     "diffusion_pytorch_model.fp16.safetensors")),
+        skip=("*.fp16.safetensors",),
+        note="the fp32 files (the masters: the parity reference is the fp32 model, and --dtype fp16/bf16 casts them "
+             "once); the *.fp16.safetensors variants beside them are not downloaded, and a folder holding only "
+             "those is read upcast, with a notice",
+    ),
+    "sam3": HubRepo(
+        repo_id="facebook/sam3", licence="SAM License (Meta)", gated=True,
+        files=(".gitattributes", "LICENSE", "README.md", "config.json", "model.safetensors", "sam3.pt",
+               "processor_config.json", "tokenizer.json", "tokenizer_config.json"),
+        skip=("*.pt",),
+        note="model.safetensors (transformers layout: a Sam3VideoModel, detector weights under detector_model.); "
+             "Meta's original sam3.pt (same weights, other key names) is not downloaded",
+    ),
+    "flux-schnell": _flux("black-forest-labs/FLUX.1-schnell", "flux1-schnell.safetensors", ("schnell_grid.jpeg",),
+                          "Apache-2.0", gated=False),
+    "flux-dev": _flux("black-forest-labs/FLUX.1-dev", "flux1-dev.safetensors", (),
+                      "FLUX.1 [dev] Non-Commercial License", gated=True),
+    "flux-fill": _flux("black-forest-labs/FLUX.1-Fill-dev", "flux1-fill-dev.safetensors", (),
+                       "FLUX.1 [dev] Non-Commercial License", gated=True),
+}
+
+
+def download(pipeline: str, repo_id: str | None = None) -> Path:
+    """The pipeline's repository (or `repo_id`, laid out the same way) in the local Hugging Face cache, without the
+    files its exporter never reads."""
+    from huggingface_hub import snapshot_download
+
+    repo = HUB[pipeline]
+    return Path(snapshot_download(repo_id or repo.repo_id, ignore_patterns=list(repo.skip)))
