@@ -18,20 +18,43 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-export: $(EXPORTED)
-model_repository/objectclear_unet/1/model.onnx: $(INSTALLED) export/objectclear.py export/onnx_export.py export/tiny.py
-	$(PY) -m export objectclear --tiny
-model_repository/sam3_detector/1/model.onnx: $(INSTALLED) export/sam3.py export/onnx_export.py export/tiny.py
-	$(PY) -m export sam3 --tiny
-model_repository/flux_schnell_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
-	$(PY) -m export flux-schnell --tiny
-model_repository/flux_dev_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
-	$(PY) -m export flux-dev --tiny
-model_repository/flux_fill_transformer/1/model.onnx: $(INSTALLED) export/flux.py export/onnx_export.py export/tiny.py
-	$(PY) -m export flux-fill --tiny
+# The tiny checkpoints, laid out as their Hugging Face repositories are (export/tiny_hub.py), exported with the very
+# command that exports the real ones.
+TINY_HUB := artifacts/tiny-hub
+TINY_LAYOUTS := $(TINY_HUB)/.built
+$(TINY_LAYOUTS): $(INSTALLED) export/tiny.py export/tiny_hub.py export/hub.py export/postfuse.py
+	$(PY) -m export.tiny_hub
+	touch $@
 
+export: $(EXPORTED)
+model_repository/objectclear_unet/1/model.onnx: $(TINY_LAYOUTS) export/objectclear.py export/onnx_export.py
+	$(PY) -m export objectclear --source $(TINY_HUB)/jixin0101/ObjectClear
+model_repository/sam3_detector/1/model.onnx: $(TINY_LAYOUTS) export/sam3.py export/onnx_export.py
+	$(PY) -m export sam3 --source $(TINY_HUB)/facebook/sam3
+model_repository/flux_schnell_transformer/1/model.onnx: $(TINY_LAYOUTS) export/flux.py export/onnx_export.py
+	$(PY) -m export flux-schnell --source $(TINY_HUB)/black-forest-labs/FLUX.1-schnell
+model_repository/flux_dev_transformer/1/model.onnx: $(TINY_LAYOUTS) export/flux.py export/onnx_export.py
+	$(PY) -m export flux-dev --source $(TINY_HUB)/black-forest-labs/FLUX.1-dev
+model_repository/flux_fill_transformer/1/model.onnx: $(TINY_LAYOUTS) export/flux.py export/onnx_export.py
+	$(PY) -m export flux-fill --source $(TINY_HUB)/black-forest-labs/FLUX.1-Fill-dev
+
+# `make demo SOURCE=hub`: the real checkpoints from the Hugging Face Hub (README, "Real weights"), exported into their
+# own repository beside the tiny one, after a check that this machine can reach, store and hold them.
+SOURCE ?= tiny
+HUB_REPOSITORY := artifacts/hub-repository
+HUB_PIPELINES := objectclear sam3 flux-schnell flux-fill
+ifeq ($(SOURCE),hub)
+demo: $(HUB_REPOSITORY)/.exported
+	$(PY) -m client.demo --repository $(HUB_REPOSITORY)
+else
 demo: $(EXPORTED)
 	$(PY) -m client.demo
+endif
+$(HUB_REPOSITORY)/.exported: $(EXPORTED)
+	$(PY) -m export.hub check $(HUB_PIPELINES) --repository $(HUB_REPOSITORY)
+	$(PY) -m server.repository --runtime onnxruntime --out $(HUB_REPOSITORY) --copy
+	for pipeline in $(HUB_PIPELINES); do $(PY) -m export $$pipeline --repository $(HUB_REPOSITORY) || exit 1; done
+	touch $@
 
 # Keeps a server in the foreground for your own clients: make serve PRESET=quality [RUNTIME=torch|tensorrt|...]
 PRESET ?= balanced

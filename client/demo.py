@@ -2,7 +2,7 @@
 prompt into remove_object, PNGs out; then a text prompt into flux_generate.
 
     python -m client.demo [--prompt "a cup"] [--generate "a photo of a cat"] [--preset balanced]
-                          [--protocol http|grpc] [--out outputs/demo]
+                          [--protocol http|grpc] [--out outputs/demo] [--repository model_repository]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import skimage.data
 from PIL import Image, ImageDraw
 
 from client.api import Client
-from server.launcher import PRESETS, TritonServer
+from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, TritonServer
 
 
 def png(image: Image.Image) -> bytes:
@@ -41,13 +41,15 @@ def main() -> None:
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
+                        help="model repository to serve (make demo SOURCE=hub: the real weights' one)")
     args = parser.parse_args()
 
     photo, _ = demo_inputs()
     args.out.mkdir(parents=True, exist_ok=True)
     photo.save(args.out / "input.png")
     print(f"starting tritonserver (preset {args.preset}) ...", flush=True)
-    with TritonServer(preset=args.preset) as server:
+    with TritonServer(args.repository, preset=args.preset) as server:
         url = server.http_url if args.protocol == "http" else server.grpc_url
         print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}", flush=True)
         with Client(url, args.protocol) as client:

@@ -1,59 +1,75 @@
-"""python -m export {objectclear,sam3,flux-schnell,flux-dev,flux-fill} (--tiny | --source ID_OR_FOLDER)
-[--repository model_repository]"""
+"""python -m export PIPELINE [--source ID_OR_FOLDER | --tiny] [--repository model_repository]
+                   [--dtype fp32|fp16|bf16] [--device cpu|cuda]
+
+PIPELINE: objectclear, sam3, flux-schnell, flux-dev (both serve flux_generate: the last exported wins), flux-fill.
+--source: a Hugging Face id, downloaded into the Hugging Face cache without the files the exporter never reads
+(export/hub.py), or a local folder laid out as that repository is; default: the pipeline's official id.
+--tiny: the embedded tiny checkpoint, built and laid out as the Hub repository is (export/tiny_hub.py), then exported
+exactly as --source exports a folder.
+--dtype: the precision of the graphs' weights and arithmetic; their inputs and outputs stay fp32, and the VAEs stay
+fp32 (export/onnx_export.py). ONNX Runtime on the CPU serves fp32 graphs; fp16/bf16 graphs are for GPU engines.
+--device: where PyTorch holds the model while tracing and computing the parity reference (cuda: one GPU).
+Ends with the run's peak memory, bytes written and duration (the README's export table is made of these lines).
+"""
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
-from functools import partial
+import time
 from pathlib import Path
 
+import torch
+
 from export.flux import export_flux
+from export.hub import download
 from export.objectclear import export_objectclear
+from export.onnx_export import DTYPES, ExportReport
 from export.sam3 import export_sam3
-from export.tiny import TINY_ROOT, build_tiny_flux, build_tiny_objectclear, build_tiny_sam3
 from server.launcher import DEFAULT_MODEL_REPOSITORY
 
-PIPELINES = {
-    # name: (exporter, tiny-checkpoint builder, Hugging Face id)
-    "objectclear": (export_objectclear, build_tiny_objectclear, "jixin0101/ObjectClear"),
-    "sam3": (export_sam3, build_tiny_sam3, "facebook/sam3"),
-    # flux_schnell_generate and flux_dev_generate (flux_generate: the default of the two); Fill: flux_fill_inpaint
-    "flux-schnell": (export_flux, partial(build_tiny_flux, variant="schnell"), "black-forest-labs/FLUX.1-schnell"),
-    "flux-dev": (export_flux, partial(build_tiny_flux, variant="dev"), "black-forest-labs/FLUX.1-dev"),
-    "flux-fill": (export_flux, partial(build_tiny_flux, variant="fill"), "black-forest-labs/FLUX.1-Fill-dev"),
-}
+EXPORTERS = {"objectclear": export_objectclear, "sam3": export_sam3, "flux-schnell": export_flux,
+             "flux-dev": export_flux, "flux-fill": export_flux}  # the pipelines: export/hub.py HUB has the same keys
 
 
-def resolve_source(source: str) -> Path:
-    """A local folder as is; anything else is a Hugging Face repo id, fetched into the local HF cache."""
-    if Path(source).is_dir():
+def source_folder(pipeline: str, source: str | None) -> Path:
+    if source and Path(source).is_dir():
         return Path(source)
-    from huggingface_hub import snapshot_download
-    # skips fp16 duplicates and FLUX's single-file checkpoints (the diffusers subfolders hold the same weights)
-    return Path(snapshot_download(source, allow_patterns=["*.json", "*.txt", "*.safetensors"],
-                                  ignore_patterns=["*.fp16.safetensors", "flux1-*.safetensors", "ae.safetensors"]))
+    return download(pipeline, source)
+
+
+def run(argv: list[str] | None = None) -> list[ExportReport]:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pipeline", choices=sorted(EXPORTERS))
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--source", help="Hugging Face id or local folder (default: the pipeline's official id)")
+    source.add_argument("--tiny", action="store_true", help="the tiny checkpoint in its Hub layout")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
+                        help="Triton model repository to write into (default: %(default)s)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is visible")
+
+    if args.tiny:
+        from export.tiny_hub import build_tiny_hub_folder
+        folder = build_tiny_hub_folder(args.pipeline)
+    else:
+        folder = source_folder(args.pipeline, args.source)
+    start = time.perf_counter()
+    reports = EXPORTERS[args.pipeline](folder, args.repository, DTYPES[args.dtype], args.device)
+    gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+           if torch.device(args.device).type == "cuda" else "")
+    print(f"{args.pipeline} exported from {folder} into {args.repository}: {len(reports)} graphs in {args.dtype}, "
+          f"{sum(r.bytes for r in reports) / 1e9:.3f} GB written in {time.perf_counter() - start:.0f} s, "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB{gpu}", flush=True)
+    return reports
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
-    parser.add_argument("pipeline", choices=sorted(PIPELINES))
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--tiny", action="store_true",
-                        help=f"build and export the tiny random checkpoint in {TINY_ROOT}/<pipeline>")
-    source.add_argument("--source", help="Hugging Face id or local folder (default: the pipeline's official id)")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
-                        help="Triton model repository to write into (default: %(default)s)")
-    args = parser.parse_args(argv)
-
-    exporter, build_tiny, hub_id = PIPELINES[args.pipeline]
-    if args.tiny:
-        folder = TINY_ROOT / args.pipeline
-        build_tiny(folder)  # seconds; rebuilt every time so it always matches export/tiny.py
-        print(f"tiny {args.pipeline} checkpoint written to {folder}")
-    else:
-        folder = resolve_source(args.source or hub_id)
-    exporter(folder, args.repository)
-    print(f"{args.pipeline} exported from {folder} into {args.repository}")
+    run(argv)
     return 0
 
 

@@ -22,9 +22,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, FluxTransformer2DModel
 from torch import nn
 from torch.export import Dim
+from transformers import T5EncoderModel
 
 from export.onnx_export import MAX_BATCH, ComponentSpec, ExportReport, NetworkWrapper, export_networks, seeded
 from export.vae import vae_specs
@@ -82,26 +83,32 @@ def float32_rope():
         transformer_flux.maybe_adjust_dtype_for_device = original
 
 
-def text_encoder_specs(pipeline) -> list[tuple[ComponentSpec, NetworkWrapper]]:
-    batch, text = Dim("batch", min=1, max=MAX_BATCH), Dim("text", min=2, max=512)
-    clip_length = pipeline.tokenizer.model_max_length
-    clip_vocab, t5_vocab = pipeline.text_encoder.config.vocab_size, pipeline.text_encoder_2.config.vocab_size
-    ids = lambda vocab, b, t, seed: (torch.randint(0, vocab, (b, t), generator=seeded(seed)),)  # noqa: E731
-    clip = ComponentSpec(
+def token_ids(vocab: int, batch: int, tokens: int, seed: int) -> tuple[torch.Tensor]:
+    return (torch.randint(0, vocab, (batch, tokens), generator=seeded(seed)),)
+
+
+def clip_spec(pipeline) -> tuple[ComponentSpec, NetworkWrapper]:
+    length, vocab = pipeline.tokenizer.model_max_length, pipeline.text_encoder.config.vocab_size
+    spec = ComponentSpec(
         name="flux_clip_text_encoder", input_names=["input_ids"], output_names=["pooled_embeds"],
-        dynamic_shapes={"input_ids": {0: batch}}, axis_names={"input_ids": {0: "batch"}},
-        dummy_inputs=lambda: ids(clip_vocab, 2, clip_length, 0),
-        check_inputs=lambda: [ids(clip_vocab, 1, clip_length, 1), ids(clip_vocab, 3, clip_length, 2)],
+        dynamic_shapes={"input_ids": {0: Dim("batch", min=1, max=MAX_BATCH)}}, axis_names={"input_ids": {0: "batch"}},
+        dummy_inputs=lambda: token_ids(vocab, 2, length, 0),
+        check_inputs=lambda: [token_ids(vocab, 1, length, 1), token_ids(vocab, 3, length, 2)],
         tolerance=1e-4,
     )
-    t5 = ComponentSpec(
+    return spec, ClipPooled(pipeline.text_encoder)
+
+
+def t5_spec(text_encoder_2: nn.Module) -> tuple[ComponentSpec, NetworkWrapper]:
+    batch, text, vocab = Dim("batch", min=1, max=MAX_BATCH), Dim("text", min=2, max=512), text_encoder_2.config.vocab_size
+    spec = ComponentSpec(
         name="flux_t5_encoder", input_names=["input_ids"], output_names=["text_embeds"],
         dynamic_shapes={"input_ids": {0: batch, 1: text}}, axis_names={"input_ids": {0: "batch", 1: "text"}},
-        dummy_inputs=lambda: ids(t5_vocab, 2, 64, 0),
-        check_inputs=lambda: [ids(t5_vocab, 1, 256, 1), ids(t5_vocab, 3, 512, 2)],
+        dummy_inputs=lambda: token_ids(vocab, 2, 64, 0),
+        check_inputs=lambda: [token_ids(vocab, 1, 256, 1), token_ids(vocab, 3, 512, 2)],
         tolerance=1e-4,
     )
-    return [(clip, ClipPooled(pipeline.text_encoder)), (t5, T5Hidden(pipeline.text_encoder_2))]
+    return spec, T5Hidden(text_encoder_2)
 
 
 def transformer_spec(name: str, transformer: nn.Module) -> tuple[ComponentSpec, NetworkWrapper]:
@@ -142,29 +149,39 @@ def transformer_spec(name: str, transformer: nn.Module) -> tuple[ComponentSpec, 
     return spec, BatchedIdsTransformer(transformer)
 
 
-def export_flux(source: Path, repository: Path) -> list[ExportReport]:
-    pipeline = DiffusionPipeline.from_pretrained(source, dtype=torch.float32)
-    variant = flux_variant(pipeline.transformer.config, pipeline.vae.config)
+def export_flux(source: Path, repository: Path, dtype: torch.dtype = torch.float32,
+                device: str = "cpu") -> list[ExportReport]:
+    """The small parts first (CLIP, VAE), then T5 (4.8 B parameters), then the transformer (12 B), each large part
+    loaded just before its export and released after it: the peak is the largest part, not the pipeline. FLUX
+    checkpoints are stored in bf16, so a reduced-precision export loads them in bf16 (losing nothing); its fp32
+    reference is computed block by block (export/onnx_export.py: computed_in_fp32)."""
+    stored = torch.float32 if dtype == torch.float32 else torch.bfloat16
+    on_device = {} if torch.device(device).type == "cpu" else {"device_map": str(device)}
+    pipeline = DiffusionPipeline.from_pretrained(source, transformer=None, text_encoder_2=None, dtype=stored)
+    variant = flux_variant(FluxTransformer2DModel.load_config(source, subfolder="transformer"), pipeline.vae.config)
     fill = variant == "fill"
     encoder, decoder = vae_specs("flux", pipeline.vae)
-    specs = [*text_encoder_specs(pipeline), decoder,
-             transformer_spec(TRANSFORMER_MODELS[variant], pipeline.transformer)]
-    if fill:
-        specs.append(encoder)
-    reports = export_networks(specs, repository)
-    save_pipeline_configs(pipeline, Path(source), repository / ("flux_fill_inpaint" if fill else GENERATORS[variant])
-                          / "1" / "pipeline", T5_LENGTHS[variant])
+    reports = export_networks([clip_spec(pipeline), decoder] + ([encoder] if fill else []), repository, dtype, device)
+    text_encoder_2 = T5EncoderModel.from_pretrained(source, subfolder="text_encoder_2", dtype=stored, **on_device)
+    reports += export_networks([t5_spec(text_encoder_2)], repository, dtype, device)
+    del text_encoder_2
+    transformer = FluxTransformer2DModel.from_pretrained(source, subfolder="transformer", dtype=stored,
+                                                         **on_device)
+    reports += export_networks([transformer_spec(TRANSFORMER_MODELS[variant], transformer)], repository, dtype, device)
+    save_pipeline_configs(pipeline, transformer, Path(source), repository / (
+        "flux_fill_inpaint" if fill else GENERATORS[variant]) / "1" / "pipeline", T5_LENGTHS[variant])
     return reports
 
 
 def flux_variant(transformer_config, vae_config) -> str:
     """"fill" (384 input channels: latents, masked image, mask), "dev" (guidance embedding) or "schnell"."""
-    if transformer_config.in_channels != 4 * vae_config.latent_channels:
+    if transformer_config["in_channels"] != 4 * vae_config["latent_channels"]:
         return "fill"
-    return "dev" if transformer_config.guidance_embeds else "schnell"
+    return "dev" if transformer_config["guidance_embeds"] else "schnell"
 
 
-def save_pipeline_configs(pipeline, source: Path, folder: Path, max_sequence_length: int) -> None:
+def save_pipeline_configs(pipeline, transformer: nn.Module, source: Path, folder: Path,
+                          max_sequence_length: int) -> None:
     """Tokenizers and configs (no weights) for the serving model, plus the T5 length to pad to (T5_LENGTHS)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -172,6 +189,6 @@ def save_pipeline_configs(pipeline, source: Path, folder: Path, max_sequence_len
     pipeline.tokenizer_2.save_pretrained(str(folder / "tokenizer_2"))
     pipeline.scheduler.save_config(str(folder / "scheduler"))
     pipeline.vae.save_config(str(folder / "vae"))
-    pipeline.transformer.save_config(str(folder / "transformer"))
+    transformer.save_config(str(folder / "transformer"))
     (folder / "serving.json").write_text(json.dumps({"max_sequence_length": max_sequence_length,
                                                      "source": str(source)}, indent=2))

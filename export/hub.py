@@ -7,7 +7,10 @@ layouts through `python -m export <pipeline> --source <folder>`.
 """
 from __future__ import annotations
 
+import argparse
 import fnmatch
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ class HubRepo:
     files: tuple[str, ...]  # the repository's files as published (README/licence texts and images included)
     skip: tuple[str, ...]  # fnmatch patterns of files the exporter never reads: never downloaded
     note: str  # which weights are read, and why
+    graphs: dict[str, float]  # parameters (billions) of each graph the export writes, full size (reference/*.md)
 
     def needed(self, name: str) -> bool:
         return not any(fnmatch.fnmatch(name, pattern) for pattern in self.skip)
@@ -50,6 +54,9 @@ def _flux(repo_id: str, single_file: str, extra: tuple[str, ...], licence: str, 
         skip=(single_file, "ae.safetensors", "*.jpg", "*.jpeg", "*.png"),
         note="the diffusers folders, stored in bf16 (sharded transformer and T5 with index files); the single-file "
              f"duplicates {single_file} and ae.safetensors are not downloaded",
+        graphs={"flux_clip_text_encoder": 0.123, "flux_t5_encoder": 4.762, "flux_vae_decoder": 0.050,
+                **({"flux_fill_transformer": 11.902, "flux_vae_encoder": 0.034} if "fill" in single_file
+                   else {"flux_transformer": 11.901 if "dev" in single_file else 11.891})},
     )
 
 
@@ -71,6 +78,8 @@ HUB = {
         note="the fp32 files (the masters: the parity reference is the fp32 model, and --dtype fp16/bf16 casts them "
              "once); the *.fp16.safetensors variants beside them are not downloaded, and a folder holding only "
              "those is read upcast, with a notice",
+        graphs={"objectclear_unet": 2.567, "objectclear_vae_encoder": 0.034, "objectclear_vae_decoder": 0.050,
+                "objectclear_object_encoder": 0.318},
     ),
     "sam3": HubRepo(
         repo_id="facebook/sam3", licence="SAM License (Meta)", gated=True,
@@ -79,6 +88,8 @@ HUB = {
         skip=("*.pt",),
         note="model.safetensors (transformers layout: a Sam3VideoModel, detector weights under detector_model.); "
              "Meta's original sam3.pt (same weights, other key names) is not downloaded",
+        graphs={"sam3_image_encoder": 0.454, "sam3_text_encoder": 0.354, "sam3_detector": 0.033,
+                "sam3_detector_boxes": 0.033},
     ),
     "flux-schnell": _flux("black-forest-labs/FLUX.1-schnell", "flux1-schnell.safetensors", ("schnell_grid.jpeg",),
                           "Apache-2.0", gated=False),
@@ -96,3 +107,60 @@ def download(pipeline: str, repo_id: str | None = None) -> Path:
 
     repo = HUB[pipeline]
     return Path(snapshot_download(repo_id or repo.repo_id, ignore_patterns=list(repo.skip)))
+
+
+def check(pipelines: list[str], repository: Path, dtype_bytes: int = 4) -> list[str]:
+    """What would stop exporting these pipelines here and then serving them on ONNX Runtime (CPU): Hub access and
+    licences, disk for the download and the graphs, memory for the largest export and for serving everything."""
+    import shutil as _shutil
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    problems, download_bytes = [], 0
+    for pipeline in pipelines:
+        repo = HUB[pipeline]
+        try:
+            files = snapshot_download(repo.repo_id, ignore_patterns=list(repo.skip), dry_run=True)
+            download_bytes += sum(f.file_size or 0 for f in files if f.will_download)
+        except GatedRepoError:
+            problems.append(f"{repo.repo_id} is gated: accept its licence ({repo.licence}) on its Hub page with the "
+                            "account whose token is in HF_TOKEN (or `hf auth login`)")
+        except (HfHubHTTPError, RepositoryNotFoundError, OSError) as error:
+            problems.append(f"{repo.repo_id}: the Hugging Face Hub cannot be reached from here ({error})")
+    graph_bytes = sum(b * 1e9 * dtype_bytes for p in pipelines for b in HUB[p].graphs.values())
+    repository.mkdir(parents=True, exist_ok=True)
+    free = _shutil.disk_usage(repository).free
+    if download_bytes + graph_bytes > free:
+        problems.append(f"disk: {download_bytes / 1e9:.0f} GB to download and {graph_bytes / 1e9:.0f} GB of graphs, "
+                        f"{free / 1e9:.0f} GB free under {repository}")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    largest = max(b for p in pipelines for b in HUB[p].graphs.values())
+    needs = {"the largest export": export_peak_bytes(largest, dtype_bytes),
+             "serving every graph on the CPU": graph_bytes * SERVING_OVERHEAD}
+    for what, needed in needs.items():
+        if needed > memory:
+            problems.append(f"memory: {what} needs about {needed / 2**30:.0f} GiB, this machine has "
+                            f"{memory / 2**30:.0f} GiB")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.hub", description="check PIPELINE ...: can this machine "
+                                     "download, export and serve them (Hub access, licences, disk, memory)?")
+    parser.add_argument("command", choices=["check"])
+    parser.add_argument("pipelines", nargs="+", choices=sorted(HUB))
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    args = parser.parse_args(argv)
+    print("Exporting these downloads them from the Hugging Face Hub; by doing so you accept their licences:")
+    for pipeline in args.pipelines:
+        repo = HUB[pipeline]
+        print(f"  {repo.repo_id}: {repo.licence}{' (gated: accept it on the Hub first)' if repo.gated else ''}")
+    problems = check(args.pipelines, args.repository)
+    for problem in problems:
+        print(f"cannot export here: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -45,17 +45,28 @@ class ObjectClearModels:
     scheduler_config: dict
 
 
+def weights(folder: Path) -> dict:
+    """from_pretrained's arguments for one component folder: the fp32 file, which the Hub repository has beside its
+    fp16 variant (the master, from which the parity reference and any --dtype cast are made), or the fp16 variant
+    read upcast when it is all a folder holds (a download filtered to it, as ObjectClear's own --use_fp16 does)."""
+    names = {path.name for path in Path(folder).glob("*.safetensors")}
+    if names and all(name.endswith(".fp16.safetensors") for name in names):
+        print(f"{folder}: only the fp16 variant is present; reading it upcast to fp32", flush=True)
+        return dict(dtype=torch.float32, variant="fp16")
+    return dict(dtype=torch.float32)
+
+
 def load_objectclear(folder: Path) -> ObjectClearModels:
     folder = Path(folder)
-    fp32 = dict(dtype=torch.float32)
     return ObjectClearModels(
-        unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **fp32).eval(),
-        vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", **fp32).eval(),
-        clip=CLIPModel.from_pretrained(folder / "image_prompt_encoder", dtype=torch.float32).eval(),
+        unet=UNet2DConditionModel.from_pretrained(folder / "unet", **weights(folder / "unet")).eval(),
+        vae=AutoencoderKL.from_pretrained(folder / "vae", **weights(folder / "vae")).eval(),
+        clip=CLIPModel.from_pretrained(folder / "image_prompt_encoder",
+                                       **weights(folder / "image_prompt_encoder")).eval(),
         postfuse=PostfuseModule.from_pretrained(folder / "postfuse_module"),
-        text_encoders=(CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).eval(),
+        text_encoders=(CLIPTextModel.from_pretrained(folder / "text_encoder", **weights(folder / "text_encoder")).eval(),
                        CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2",
-                                                                   dtype=torch.float32).eval()),
+                                                                   **weights(folder / "text_encoder_2")).eval()),
         tokenizers=(CLIPTokenizer.from_pretrained(folder / "tokenizer"),
                     CLIPTokenizer.from_pretrained(folder / "tokenizer_2")),
         scheduler_config=dict(EulerDiscreteScheduler.load_config(folder, subfolder="scheduler")),
@@ -210,11 +221,13 @@ def prompt_conditioning(models: ObjectClearModels) -> dict[str, np.ndarray]:
     return {"prompt_embeds": torch.cat(hidden, dim=-1).numpy(), "pooled_prompt_embeds": pooled.numpy()}
 
 
-def export_objectclear(source: Path, repository: Path) -> list[ExportReport]:
+def export_objectclear(source: Path, repository: Path, dtype: torch.dtype = torch.float32,
+                       device: str = "cpu") -> list[ExportReport]:
     models = load_objectclear(source)
-    reports = export_networks(component_specs(models), repository)
-    conditioning = prompt_conditioning(models)
+    conditioning = prompt_conditioning(models)  # in fp32, before the networks are cast
+    reports = export_networks(component_specs(models), repository, dtype, device)
     for model_name in SERVING_MODELS:
+        (repository / model_name / "1").mkdir(parents=True, exist_ok=True)
         np.savez(repository / model_name / "1" / "conditioning.npz", **conditioning,
                  scheduler_config=json.dumps(models.scheduler_config),
                  vae_scaling_factor=np.float32(models.vae.config.scaling_factor),

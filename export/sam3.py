@@ -205,9 +205,10 @@ def component_specs(model: Sam3Model, boxes: bool = True) -> list[tuple[Componen
     return specs
 
 
-def export_sam3(source: Path, repository: Path) -> list[ExportReport]:
+def export_sam3(source: Path, repository: Path, dtype: torch.dtype = torch.float32,
+                device: str = "cpu") -> list[ExportReport]:
     model = load_sam3(source)
-    reports = export_networks(component_specs(model), repository)
+    reports = export_networks(component_specs(model), repository, dtype, device)
     # The serving models tokenise and pre/post-process with transformers' own processor; each keeps a copy so a
     # model directory can be deployed on its own.
     processor = Sam3Processor.from_pretrained(Path(source))

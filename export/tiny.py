@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+from torch import nn
 from transformers import (CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
                           CLIPTokenizer)
 
@@ -179,12 +180,19 @@ def build_tiny_sam3(folder: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = Sam3Model(config)
-    # Random init scores every query at sigmoid(0) * sigmoid(0) = 0.25, under the 0.3 threshold, so nothing would
-    # ever be found: make the presence token confident and spread the query logits, so some instances pass and
-    # post-processing (thresholds, mask resize) is exercised as with trained weights.
     with torch.no_grad():
+        # transformers draws every weight with std 0.02, which at these widths shrinks each layer's signal ~10x: the
+        # scores, boxes and presence then hardly depend on the image (a noise photo moved scores by < 1.4e-4) and
+        # FPN level 0 barely reaches the masks, so a dropped or swapped hand-off would pass the parity tests.
+        # Fan-in scaled weights (std 1/sqrt(fan in), variance-preserving, as trained layers roughly are) make every
+        # input count: tests/test_sam3_sensitivity.py measures each hand-off against the parity tolerances.
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                module.weight.normal_(0.0, module.weight[0].numel() ** -0.5)
+        # The score is sigmoid(query logit) * sigmoid(presence logit): a confident presence token (+3) lifts some
+        # queries over the 0.3 threshold and leaves others under it, so post-processing filters as with trained
+        # weights (a random presence token scores every query under it).
         model.detr_decoder.presence_head.layer3.bias.add_(3.0)
-        model.dot_product_scoring.query_proj.weight.mul_(80.0)
     model.save_pretrained(folder)
     image_processor = Sam3ImageProcessor(size={"height": SAM3_IMAGE, "width": SAM3_IMAGE},
                                          mask_size={"height": 4 * grid, "width": 4 * grid})
@@ -223,7 +231,8 @@ def save_tiny_t5_tokenizer(folder: Path, words: list[str]):
     return tokenizer
 
 
-def build_tiny_flux(folder: Path, variant: str = "schnell", seed: int = 0) -> Path:
+def build_tiny_flux(folder: Path, variant: str = "schnell", seed: int = 0,
+                    transformer_config: dict = FLUX_TRANSFORMER) -> Path:
     """Write a complete tiny FluxPipeline ("schnell", "dev") or FluxFillPipeline ("fill") folder with
     `save_pretrained`, loadable by diffusers' `from_pretrained` like black-forest-labs/FLUX.1-*."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxPipeline, FluxTransformer2DModel
@@ -248,7 +257,7 @@ def build_tiny_flux(folder: Path, variant: str = "schnell", seed: int = 0) -> Pa
     vae = AutoencoderKL(**FLUX_VAE)
     torch.manual_seed(seed + 3)
     transformer = FluxTransformer2DModel(in_channels=in_channels, out_channels=64, guidance_embeds=guidance_embeds,
-                                         **FLUX_TRANSFORMER)
+                                         **transformer_config)
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, base_shift=0.5, max_shift=1.15,
                                                 base_image_seq_len=256, max_image_seq_len=4096, **shift)
     pipeline_class = FluxFillPipeline if variant == "fill" else FluxPipeline

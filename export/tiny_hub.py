@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from export.hub import HUB
-from export.tiny import TINY_ROOT
+from export.tiny import TINY_ROOT, build_tiny_flux, build_tiny_objectclear, build_tiny_sam3
 
 TINY_HUB_ROOT = TINY_ROOT.parent / "tiny-hub"
 NOT_REPRODUCED = {  # files of the real repository the tiny layout lacks, and why
@@ -31,8 +33,19 @@ NOT_REPRODUCED = {  # files of the real repository the tiny layout lacks, and wh
 SDXL_INPAINTING = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
 
 
+BUILDERS = {"objectclear": build_tiny_objectclear, "sam3": build_tiny_sam3,
+            "flux-schnell": partial(build_tiny_flux, variant="schnell"),
+            "flux-dev": partial(build_tiny_flux, variant="dev"), "flux-fill": partial(build_tiny_flux, variant="fill")}
+
+
 def hub_folder(pipeline: str) -> Path:
     return TINY_HUB_ROOT / HUB[pipeline].repo_id
+
+
+def build_tiny_hub_folder(pipeline: str) -> Path:
+    """The tiny checkpoint, rebuilt in TINY_ROOT/<pipeline> (it always matches export/tiny.py; seconds), and its Hub
+    layout in hub_folder(pipeline)."""
+    return build_tiny_hub(pipeline, BUILDERS[pipeline](TINY_ROOT / pipeline))
 
 
 def build_tiny_hub(pipeline: str, plain: Path, folder: Path | None = None) -> Path:
@@ -257,3 +270,13 @@ def flux_layout(folder: Path, pipeline: str) -> None:
 
 
 LAYOUTS = {"objectclear": objectclear_layout, "sam3": sam3_layout, "flux": flux_layout}
+
+
+def main(argv: list[str]) -> None:
+    """python -m export.tiny_hub [PIPELINE ...]: the tiny checkpoints in their Hub layouts (default: all five)."""
+    for pipeline in argv or HUB:
+        print(f"tiny {pipeline} checkpoint, laid out as {HUB[pipeline].repo_id}: {build_tiny_hub_folder(pipeline)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -53,7 +53,7 @@ def load_part(cls, folder: Path, dtype: torch.dtype, random_weights: bool, devic
                 return cls.from_config(cls.load_config(folder))
             if issubclass(cls, PreTrainedModel):
                 return cls(cls.config_class.from_pretrained(folder))
-            return cls(**json.loads((folder / "config.json").read_text()))
+            return cls.from_config(cls.load_config(folder))  # PostfuseModule: a diffusers ConfigMixin
     if issubclass(cls, ModelMixin):
         return cls.from_pretrained(folder, torch_dtype=dtype)
     if issubclass(cls, PreTrainedModel):

@@ -61,19 +61,28 @@ def dev_pipeline(flux_checkpoints):
 
 
 @pytest.fixture(scope="session")
-def model_repository(objectclear_checkpoint, sam3_checkpoint, flux_checkpoints) -> Path:
-    """The project's model repository with the tiny models exported (`make export` normally did this already)."""
-    if not (DEFAULT_MODEL_REPOSITORY / "remove_object" / "1" / "conditioning.npz").exists():
-        from export.objectclear import export_objectclear
-        export_objectclear(objectclear_checkpoint, DEFAULT_MODEL_REPOSITORY)
-    if not (DEFAULT_MODEL_REPOSITORY / "remove_object" / "1" / "processor").exists():
-        from export.sam3 import export_sam3
-        export_sam3(sam3_checkpoint, DEFAULT_MODEL_REPOSITORY)
-    for variant, model in (("schnell", "flux_schnell_generate"), ("dev", "flux_dev_generate"),
-                           ("fill", "flux_fill_inpaint")):
-        if not (DEFAULT_MODEL_REPOSITORY / model / "1" / "pipeline").exists():
-            from export.flux import export_flux
-            export_flux(flux_checkpoints[variant], DEFAULT_MODEL_REPOSITORY)
+def hub_layouts(objectclear_checkpoint, sam3_checkpoint, flux_checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """pipeline -> the tiny checkpoint laid out as its Hugging Face repository is (export/tiny_hub.py)."""
+    from export.hub import HUB
+    from export.tiny_hub import build_tiny_hub
+
+    plain = {"objectclear": objectclear_checkpoint, "sam3": sam3_checkpoint,
+             **{f"flux-{variant}": folder for variant, folder in flux_checkpoints.items()}}
+    root = tmp_path_factory.mktemp("tiny-hub")
+    return {pipeline: build_tiny_hub(pipeline, plain[pipeline], root / repo.repo_id) for pipeline, repo in HUB.items()}
+
+
+@pytest.fixture(scope="session")
+def model_repository(hub_layouts) -> Path:
+    """The project's model repository with the tiny models exported from their Hub layouts, by the command a user
+    runs (`make export` normally did this already, the same way)."""
+    from export.__main__ import run
+
+    for pipeline, model in (("objectclear", "remove_object/1/conditioning.npz"), ("sam3", "remove_object/1/processor"),
+                            ("flux-schnell", "flux_schnell_generate/1/pipeline"),
+                            ("flux-dev", "flux_dev_generate/1/pipeline"), ("flux-fill", "flux_fill_inpaint/1/pipeline")):
+        if not (DEFAULT_MODEL_REPOSITORY / model).exists():
+            run([pipeline, "--source", str(hub_layouts[pipeline])])
     return DEFAULT_MODEL_REPOSITORY
 
 

@@ -91,7 +91,7 @@ def flag_values(args: list[str], flag: str) -> list[str]:
 
 
 def shell_script(container: dict) -> str:
-    assert container["command"][:2] == ["/bin/sh", "-c"], container["name"]
+    assert container["command"][:2] in (["/bin/sh", "-c"], ["/bin/bash", "-c"]), container["name"]
     return container["args"][0]
 
 
@@ -196,19 +196,29 @@ def test_every_bls_callee_is_in_the_repository_the_job_copies():
     assert "find . \\( -name config.pbtxt" in script
 
 
-def test_export_job_exports_every_pipeline_into_the_served_repository():
-    from export.__main__ import PIPELINES
+def export_job() -> dict:
+    (container,) = only(BASE_OBJECTS, "Job")["spec"]["template"]["spec"]["containers"]
+    return container
 
-    job = only(BASE_OBJECTS, "Job")
-    (export,) = job["spec"]["template"]["spec"]["containers"]
+
+def wait_for_export() -> dict:
+    (container,) = only(BASE_OBJECTS, "Deployment")["spec"]["template"]["spec"]["initContainers"]
+    return container
+
+
+def test_export_job_exports_every_pipeline_into_the_served_repository():
+    from export.__main__ import EXPORTERS
+    from export.hub import HUB
+
+    export = export_job()
     script = shell_script(export)
-    command = r"^\s*(#\s*)?python3? -m export ([\w-]+) --source (\S+) --repository \"\$REPO\"$"
-    exports = re.findall(command, script, re.M)
+    exports = re.findall(r"^\s*(#\s*)?export_pipeline ([\w-]+) (\S+)$", script, re.M)
     # every exporter pipeline is either run or shown as the commented alternative (flux-dev vs flux-schnell): a
     # pipeline added to `python -m export` makes this fail until someone decides
-    assert sorted(name for _, name, _ in exports) == sorted(PIPELINES), "each exporter pipeline once, run or not"
-    assert {name: source for _, name, source in exports} == {name: spec[2] for name, spec in PIPELINES.items()}
+    assert sorted(name for _, name, _ in exports) == sorted(EXPORTERS), "each exporter pipeline once, run or not"
+    assert {name: source for _, name, source in exports} == {name: HUB[name].repo_id for name in EXPORTERS}
     assert {name for commented, name, _ in exports if not commented} >= {"objectclear", "sam3"}
+    assert re.search(r'python3 -m export "\$1" --source "\$2" --repository "\$REPO"', script)
 
     # the Job writes <its mount>/model_repository; the server mounts that subPath at --model-repository
     (repo,) = re.findall(r"^\s*REPO=(\S+)$", script, re.M)
@@ -220,10 +230,70 @@ def test_export_job_exports_every_pipeline_into_the_served_repository():
     assert models_mount.get("readOnly") is True
 
     # the server waits for the very marker the Job writes last
-    (wait,) = only(BASE_OBJECTS, "Deployment")["spec"]["template"]["spec"]["initContainers"]
-    (marker,) = re.findall(r"until \[ -f (\S+) \]", shell_script(wait))
+    (marker,) = re.findall(r"until \[ -f (\S+) \]", shell_script(wait_for_export()))
     assert script.rstrip().splitlines()[-1].endswith(f"> {marker}")
     assert {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for e in export["env"]}["HF_TOKEN"]
+
+
+# -- the two scripts, run for real (bash, sh) on a stand-in volume, with python3 a stub that fails on request -------
+STUB_PYTHON = """#!/bin/sh
+# python3 -m export PIPELINE --source ... : prints, and fails for the pipelines listed in $FAIL
+echo "exporting $3"; echo "$3" >> "$CALLS"
+case " $FAIL " in *" $3 "*) echo "Traceback: something broke in $3" >&2; exit 1;; esac
+"""
+
+
+def run_script(container: dict, root: Path, env: dict) -> subprocess.CompletedProcess:
+    """A container's script with its absolute paths moved under `root` and the env vars it declares."""
+    script = shell_script(container)
+    for path in ("/data", "/opt/object-removal", "/dev/termination-log"):
+        script = script.replace(path, str(root / path.strip("/")))
+    declared = {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+    return subprocess.run([container["command"][0], "-c", script], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{root / 'bin'}:/usr/bin:/bin", **declared, **env})
+
+
+@pytest.fixture
+def volume(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python3").write_text(STUB_PYTHON)
+    (tmp_path / "bin" / "python3").chmod(0o755)
+    (tmp_path / "opt" / "object-removal" / "model_repository" / "m" / "1").mkdir(parents=True)
+    (tmp_path / "opt" / "object-removal" / "model_repository" / "m" / "config.pbtxt").write_text("name: \"m\"\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "dev").mkdir()
+    return tmp_path
+
+
+def test_a_failed_pipeline_does_not_stop_the_others_and_the_servers_say_why(volume):
+    env = {"HF_HOME": str(volume / "data" / "hf"), "CALLS": str(volume / "calls"), "FAIL": "sam3"}
+    job = run_script(export_job(), volume, env)
+    assert job.returncode == 1
+    calls = (volume / "calls").read_text().split()
+    assert calls == ["objectclear", "sam3", "flux-schnell", "flux-fill"]  # the ones after sam3 still ran
+    failed = (volume / "data" / "export-failed").read_text()
+    assert "export failed for: sam3" in failed and "something broke in sam3" in failed
+    assert (volume / "dev" / "termination-log").read_text() == failed  # `kubectl describe` on the Job's pod
+    assert not (volume / "data" / "export-done").exists()
+    assert (volume / "data" / "model_repository" / "m" / "config.pbtxt").exists()
+
+    waiting = run_script(wait_for_export(), volume, {})  # a server pod's init container
+    assert waiting.returncode == 1 and "something broke in sam3" in waiting.stdout
+
+    # the Job's retry exports only what failed, then the servers start
+    (volume / "calls").unlink()
+    retry = run_script(export_job(), volume, env | {"FAIL": ""})
+    assert retry.returncode == 0 and (volume / "calls").read_text().split() == ["sam3"]
+    assert (volume / "data" / "export-done").exists() and not (volume / "data" / "export-failed").exists()
+    assert run_script(wait_for_export(), volume, {}).returncode == 0
+
+
+def test_the_init_container_gives_up_after_its_timeout(volume):
+    timeout = {e["name"]: e["value"] for e in wait_for_export()["env"]}["EXPORT_WAIT_SECONDS"]
+    assert 3600 <= int(timeout) <= 24 * 3600  # hours: a full-size export takes hours (README export table)
+    waiting = run_script(wait_for_export(), volume, {"EXPORT_WAIT_SECONDS": "0"})
+    assert waiting.returncode == 1 and "no export after 0 s" in waiting.stdout
+    assert wait_for_export()["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 @pytest.mark.parametrize("preset", PRESETS)
