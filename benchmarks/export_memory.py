@@ -37,20 +37,19 @@ def status(pid: int) -> dict[str, int]:
 
 
 def measure(pipeline: str, source: Path, dtype: str) -> dict:
-    with tempfile.TemporaryDirectory() as repository:
+    with tempfile.TemporaryDirectory() as repository, tempfile.TemporaryFile("w+") as log:
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", "export", pipeline, "--source", str(source),
-                                    "--repository", repository, "--dtype", dtype],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                    "--repository", repository, "--dtype", dtype], stdout=log, stderr=subprocess.STDOUT)
         peak = {"VmRSS": 0, "RssAnon": 0}
         while process.poll() is None:
             for key, value in status(process.pid).items():
                 peak[key] = max(peak[key], value)
             time.sleep(0.02)
-        output = process.stdout.read()
         seconds = time.perf_counter() - start
         if process.returncode:
-            raise RuntimeError(f"{pipeline} {dtype} failed:\n{output[-3000:]}")
+            log.seek(0)
+            raise RuntimeError(f"{pipeline} {dtype} failed ({process.returncode}):\n{log.read()[-3000:]}")
         written = sum(p.stat().st_size for p in Path(repository).rglob("model.onnx*"))
     return {"pipeline": pipeline, "dtype": dtype, "rss": peak["VmRSS"], "anon": peak["RssAnon"], "bytes": written,
             "seconds": seconds}

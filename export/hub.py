@@ -26,6 +26,7 @@ class HubRepo:
     skip: tuple[str, ...]  # fnmatch patterns of files the exporter never reads: never downloaded
     note: str  # which weights are read, and why
     graphs: dict[str, float]  # parameters (billions) of each graph the export writes, full size (reference/*.md)
+    loaded: float  # parameters (billions) the exporter holds at its peak: every part, or FLUX's largest part
 
     def needed(self, name: str) -> bool:
         return not any(fnmatch.fnmatch(name, pattern) for pattern in self.skip)
@@ -57,6 +58,7 @@ def _flux(repo_id: str, single_file: str, extra: tuple[str, ...], licence: str, 
         graphs={"flux_clip_text_encoder": 0.123, "flux_t5_encoder": 4.762, "flux_vae_decoder": 0.050,
                 **({"flux_fill_transformer": 11.902, "flux_vae_encoder": 0.034} if "fill" in single_file
                    else {"flux_transformer": 11.901 if "dev" in single_file else 11.891})},
+        loaded=11.9 + 0.123 + 0.084,  # one large part at a time (export/flux.py), with CLIP and the VAE
     )
 
 
@@ -80,6 +82,7 @@ HUB = {
              "those is read upcast, with a notice",
         graphs={"objectclear_unet": 2.567, "objectclear_vae_encoder": 0.034, "objectclear_vae_decoder": 0.050,
                 "objectclear_object_encoder": 0.318},
+        loaded=2.567 + 0.084 + 0.428 + 0.014 + 0.123 + 0.695,  # UNet, VAE, whole CLIP, postfuse, text encoders
     ),
     "sam3": HubRepo(
         repo_id="facebook/sam3", licence="SAM License (Meta)", gated=True,
@@ -90,6 +93,7 @@ HUB = {
              "Meta's original sam3.pt (same weights, other key names) is not downloaded",
         graphs={"sam3_image_encoder": 0.454, "sam3_text_encoder": 0.354, "sam3_detector": 0.033,
                 "sam3_detector_boxes": 0.033},
+        loaded=0.840,
     ),
     "flux-schnell": _flux("black-forest-labs/FLUX.1-schnell", "flux1-schnell.safetensors", ("schnell_grid.jpeg",),
                           "Apache-2.0", gated=False),
@@ -98,6 +102,22 @@ HUB = {
     "flux-fill": _flux("black-forest-labs/FLUX.1-Fill-dev", "flux1-fill-dev.safetensors", (),
                        "FLUX.1 [dev] Non-Commercial License", gated=True),
 }
+
+
+# Memory of `python -m export` on the CPU, fitted to benchmarks/export_memory.py (README, "Memory, disk and time"):
+# the process's baseline, plus the weights it holds loaded, plus EXPORT_OVERHEAD times the bytes of the largest graph
+# it writes (tracing and serialisation; the ONNX Runtime check memory-maps the weights). Serving every graph on ONNX
+# Runtime (CPU) holds its weights once more than they weigh (prepacked), plus the stub processes.
+EXPORT_BASE_BYTES = 1.0 * 2**30
+EXPORT_OVERHEAD = 1.0
+SERVING_OVERHEAD, SERVING_STUB_BYTES = 1.15, 6 * 2**30
+
+
+def export_peak_bytes(pipeline: str, dtype_bytes: int = 4, load_bytes: int = 4) -> float:
+    """Estimated peak anonymous memory of exporting `pipeline` at full size on the CPU."""
+    repo = HUB[pipeline]
+    return (EXPORT_BASE_BYTES + repo.loaded * 1e9 * load_bytes
+            + EXPORT_OVERHEAD * max(repo.graphs.values()) * 1e9 * dtype_bytes)
 
 
 def download(pipeline: str, repo_id: str | None = None) -> Path:
@@ -135,9 +155,8 @@ def check(pipelines: list[str], repository: Path, dtype_bytes: int = 4) -> list[
         problems.append(f"disk: {download_bytes / 1e9:.0f} GB to download and {graph_bytes / 1e9:.0f} GB of graphs, "
                         f"{free / 1e9:.0f} GB free under {repository}")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    largest = max(b for p in pipelines for b in HUB[p].graphs.values())
-    needs = {"the largest export": export_peak_bytes(largest, dtype_bytes),
-             "serving every graph on the CPU": graph_bytes * SERVING_OVERHEAD}
+    needs = {"the largest export": max(export_peak_bytes(p, dtype_bytes) for p in pipelines),
+             "serving every graph on the CPU": graph_bytes * SERVING_OVERHEAD + SERVING_STUB_BYTES}
     for what, needed in needs.items():
         if needed > memory:
             problems.append(f"memory: {what} needs about {needed / 2**30:.0f} GiB, this machine has "

@@ -36,9 +36,10 @@ Inputs = tuple[torch.Tensor, ...]
 Outputs = list[np.ndarray]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The check's bound for reduced-precision graphs, |ORT - fp32 torch| relative to max(1, max |torch|), used instead of a
-# smaller spec.tolerance: the largest error measured over every tiny network and check shape, times ~3 (README,
-# "Reduced precision"). bf16 graphs run widened to fp32 (widened_copy), so their error is the weights' rounding.
-REDUCED_TOLERANCE = {torch.float16: None, torch.bfloat16: None}
+# smaller spec.tolerance: the largest error measured over every tiny network and check shape (SAM 3's mask logits:
+# fp16 2.8e-3, bf16 1.3e-2), times 3-3.5 (README, "Reduced precision"). bf16 graphs run widened to fp32
+# (widened_copy), so their error is the rounding of weights and inputs to bf16, not bf16 arithmetic.
+REDUCED_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 4e-2}
 
 
 def seeded(seed: int) -> torch.Generator:

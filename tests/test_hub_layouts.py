@@ -164,3 +164,19 @@ def test_make_export_runs_the_users_command_on_each_layout():
     commands = re.findall(r"^\t\$\(PY\) -m export (\S+) --source \$\(TINY_HUB\)/(\S+)$", makefile, re.M)
     assert {pipeline: repo for pipeline, repo in commands} == {
         p: HUB[p].repo_id for p in ("objectclear", "sam3", "flux-schnell", "flux-fill")}
+
+
+def test_the_hub_check_says_what_stops_an_export(monkeypatch, tmp_path, capsys):
+    """`make demo SOURCE=hub` starts with `python -m export.hub check`: offline, it names each unreachable repository,
+    and the licences the user would accept, and fails before downloading anything."""
+    import huggingface_hub.constants
+
+    from export.hub import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert main(["check", "objectclear", "flux-fill", "--repository", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "NTU S-Lab License 1.0 (non-commercial)" in out and "FLUX.1 [dev] Non-Commercial License" in out
+    assert "jixin0101/ObjectClear: the Hugging Face Hub cannot be reached" in err
+    assert "black-forest-labs/FLUX.1-Fill-dev: the Hugging Face Hub cannot be reached" in err
+    assert not any(tmp_path.iterdir())  # nothing downloaded or written
