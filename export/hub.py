@@ -27,6 +27,7 @@ class HubRepo:
     note: str  # which weights are read, and why
     graphs: dict[str, float]  # parameters (billions) of each graph the export writes, full size (reference/*.md)
     loaded: float  # parameters (billions) the exporter holds at its peak: every part, or FLUX's largest part
+    stored_bytes: int  # bytes per parameter in the files read: 4 (fp32 masters), 2 (FLUX's bf16)
 
     def needed(self, name: str) -> bool:
         return not any(fnmatch.fnmatch(name, pattern) for pattern in self.skip)
@@ -59,6 +60,7 @@ def _flux(repo_id: str, single_file: str, extra: tuple[str, ...], licence: str, 
                 **({"flux_fill_transformer": 11.902, "flux_vae_encoder": 0.034} if "fill" in single_file
                    else {"flux_transformer": 11.901 if "dev" in single_file else 11.891})},
         loaded=11.9 + 0.123 + 0.084,  # one large part at a time (export/flux.py), with CLIP and the VAE
+        stored_bytes=2,
     )
 
 
@@ -83,6 +85,7 @@ HUB = {
         graphs={"objectclear_unet": 2.567, "objectclear_vae_encoder": 0.034, "objectclear_vae_decoder": 0.050,
                 "objectclear_object_encoder": 0.318},
         loaded=2.567 + 0.084 + 0.428 + 0.014 + 0.123 + 0.695,  # UNet, VAE, whole CLIP, postfuse, text encoders
+        stored_bytes=4,
     ),
     "sam3": HubRepo(
         repo_id="facebook/sam3", licence="SAM License (Meta)", gated=True,
@@ -94,6 +97,7 @@ HUB = {
         graphs={"sam3_image_encoder": 0.454, "sam3_text_encoder": 0.354, "sam3_detector": 0.033,
                 "sam3_detector_boxes": 0.033},
         loaded=0.840,
+        stored_bytes=4,
     ),
     "flux-schnell": _flux("black-forest-labs/FLUX.1-schnell", "flux1-schnell.safetensors", ("schnell_grid.jpeg",),
                           "Apache-2.0", gated=False),
@@ -104,20 +108,26 @@ HUB = {
 }
 
 
-# Memory of `python -m export` on the CPU, fitted to benchmarks/export_memory.py (README, "Memory, disk and time"):
-# the process's baseline, plus the weights it holds loaded, plus EXPORT_OVERHEAD times the bytes of the largest graph
-# it writes (tracing and serialisation; the ONNX Runtime check memory-maps the weights). Serving every graph on ONNX
-# Runtime (CPU) holds its weights once more than they weigh (prepacked), plus the stub processes.
-EXPORT_BASE_BYTES = 1.0 * 2**30
-EXPORT_OVERHEAD = 1.0
+# Memory of `python -m export` on the CPU (benchmarks/export_memory.py; README, "Memory, disk and time"). Weights read
+# in their stored dtype stay memory-mapped from the checkpoint (page cache, which the kernel can drop), and so do the
+# graph's weights during the ONNX Runtime check: the process's own (anonymous) memory is a baseline, activations
+# (about 1 GiB measured on a full-width FLUX transformer; SAM 3's 5184-token global attention holds 1.7 GB a layer),
+# and every weight converted to another dtype: FLUX's bf16 weights upcast for an fp32 export, or fp32 masters cast
+# for a reduced one. Serving fp32 graphs on ONNX Runtime (CPU) holds their weights once more than they weigh
+# (prepacked: 1.15x measured), plus the stub processes.
+EXPORT_BASE_BYTES, EXPORT_ACTIVATION_BYTES = 1 * 2**30, 4 * 2**30
+BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 SERVING_OVERHEAD, SERVING_STUB_BYTES = 1.15, 6 * 2**30
 
 
-def export_peak_bytes(pipeline: str, dtype_bytes: int = 4, load_bytes: int = 4) -> float:
-    """Estimated peak anonymous memory of exporting `pipeline` at full size on the CPU."""
+def export_peak_bytes(pipeline: str, dtype: str = "fp32") -> float:
+    """Estimated peak anonymous memory of `python -m export <pipeline> --dtype <dtype>` at full size on the CPU."""
     repo = HUB[pipeline]
-    return (EXPORT_BASE_BYTES + repo.loaded * 1e9 * load_bytes
-            + EXPORT_OVERHEAD * max(repo.graphs.values()) * 1e9 * dtype_bytes)
+    stored = "bf16" if repo.stored_bytes == 2 else "fp32"
+    loaded = "fp32" if dtype == "fp32" else stored  # export/flux.py loads a reduced export's bf16 weights as stored
+    converted = repo.loaded * 1e9 * BYTES[loaded] if loaded != stored else 0
+    cast = min(sum(repo.graphs.values()), repo.loaded) * 1e9 * BYTES[dtype] if dtype != loaded else 0
+    return EXPORT_BASE_BYTES + EXPORT_ACTIVATION_BYTES + converted + cast
 
 
 def download(pipeline: str, repo_id: str | None = None) -> Path:
@@ -129,7 +139,7 @@ def download(pipeline: str, repo_id: str | None = None) -> Path:
     return Path(snapshot_download(repo_id or repo.repo_id, ignore_patterns=list(repo.skip)))
 
 
-def check(pipelines: list[str], repository: Path, dtype_bytes: int = 4) -> list[str]:
+def check(pipelines: list[str], repository: Path) -> list[str]:
     """What would stop exporting these pipelines here and then serving them on ONNX Runtime (CPU): Hub access and
     licences, disk for the download and the graphs, memory for the largest export and for serving everything."""
     import shutil as _shutil
@@ -148,14 +158,15 @@ def check(pipelines: list[str], repository: Path, dtype_bytes: int = 4) -> list[
                             "account whose token is in HF_TOKEN (or `hf auth login`)")
         except (HfHubHTTPError, RepositoryNotFoundError, OSError) as error:
             problems.append(f"{repo.repo_id}: the Hugging Face Hub cannot be reached from here ({error})")
-    graph_bytes = sum(b * 1e9 * dtype_bytes for p in pipelines for b in HUB[p].graphs.values())
+    graphs = {name: b for p in pipelines for name, b in HUB[p].graphs.items()}  # FLUX pipelines share networks
+    graph_bytes = sum(graphs.values()) * 1e9 * BYTES["fp32"]
     repository.mkdir(parents=True, exist_ok=True)
     free = _shutil.disk_usage(repository).free
     if download_bytes + graph_bytes > free:
         problems.append(f"disk: {download_bytes / 1e9:.0f} GB to download and {graph_bytes / 1e9:.0f} GB of graphs, "
                         f"{free / 1e9:.0f} GB free under {repository}")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    needs = {"the largest export": max(export_peak_bytes(p, dtype_bytes) for p in pipelines),
+    needs = {"the largest export": max(export_peak_bytes(p) for p in pipelines),
              "serving every graph on the CPU": graph_bytes * SERVING_OVERHEAD + SERVING_STUB_BYTES}
     for what, needed in needs.items():
         if needed > memory:

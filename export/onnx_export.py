@@ -192,22 +192,30 @@ def upcast_units(module: nn.Module) -> list[nn.Module]:
 @contextlib.contextmanager
 def computed_in_fp32(module: nn.Module):
     """Run a module stored in a reduced dtype (FLUX's checkpoints are bf16) as its fp32 original, one block at a time:
-    each block is upcast on entry, computes in fp32 on fp32 activations, and is cast back on exit (losslessly, its
-    values came from that dtype). The fp32 reference then costs one block of fp32 memory, not the whole model's."""
-    stored = {p.dtype for p in module.parameters() if p.is_floating_point()}
-    if stored <= {torch.float32}:
+    each block is upcast on entry and computes in fp32 on fp32 activations; on exit its parameters and buffers get
+    their stored tensors back (not a re-cast: weights memory-mapped from the checkpoint stay so). The fp32 reference
+    then costs one block of fp32 memory, not the whole model's."""
+    if all(t.dtype == torch.float32 for t in module.parameters() if t.is_floating_point()):
         yield
         return
-    (dtype,) = stored - {torch.float32}
+    stored = {}
 
     def upcast(unit, args, kwargs):
+        stored[unit] = ([(p, p.data) for p in unit.parameters()],
+                        [(m, name, b) for m in unit.modules() for name, b in m._buffers.items() if b is not None])
         unit.float()
         cast = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
         return tuple(map(cast, args)), {k: cast(v) for k, v in kwargs.items()}
 
+    def restore(unit, args, output):
+        parameters, buffers = stored.pop(unit)
+        for parameter, data in parameters:
+            parameter.data = data
+        for owner, name, buffer in buffers:
+            owner._buffers[name] = buffer
+
     hooks = [hook for unit in upcast_units(module) for hook in (
-        unit.register_forward_pre_hook(upcast, with_kwargs=True),
-        unit.register_forward_hook(lambda unit, args, output: reduce_precision(unit, dtype) and None))]
+        unit.register_forward_pre_hook(upcast, with_kwargs=True), unit.register_forward_hook(restore))]
     try:
         yield
     finally:

@@ -235,6 +235,21 @@ def test_export_job_exports_every_pipeline_into_the_served_repository():
     assert {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for e in export["env"]}["HF_TOKEN"]
 
 
+def test_export_job_memory_follows_the_export_estimates():
+    """The Job asks for what its largest export needs (export/hub.py: export_peak_bytes, from the README's export
+    table), not a guess: at least that, at most half as much again, and a limit above it for the page cache."""
+    from export.hub import export_peak_bytes
+
+    export = export_job()
+    dtype = {e["name"]: e.get("value") for e in export["env"]}["EXPORT_DTYPE"]
+    exported = [name for commented, name, _ in re.findall(r"^\s*(#\s*)?export_pipeline ([\w-]+) (\S+)$",
+                                                           shell_script(export), re.M) if not commented]
+    peak = max(export_peak_bytes(pipeline, dtype) for pipeline in exported) / 2**30
+    requested = gibibytes(export["resources"]["requests"]["memory"])
+    assert peak <= requested <= 1.5 * peak
+    assert gibibytes(export["resources"]["limits"]["memory"]) > requested
+
+
 # -- the two scripts, run for real (bash, sh) on a stand-in volume, with python3 a stub that fails on request -------
 STUB_PYTHON = """#!/bin/sh
 # python3 -m export PIPELINE --source ... : prints, and fails for the pipelines listed in $FAIL
