@@ -285,7 +285,7 @@ def test_a_failed_pipeline_does_not_stop_the_others_and_the_servers_say_why(volu
     job = run_script(export_job(), volume, env)
     assert job.returncode == 1
     calls = (volume / "calls").read_text().split()
-    assert calls == ["objectclear", "sam3", "flux-schnell", "flux-fill"]  # the ones after sam3 still ran
+    assert calls == ["objectclear", "sam3", "flux-schnell", "flux-dev", "flux-fill"]  # the ones after sam3 still ran
     failed = (volume / "data" / "export-failed").read_text()
     assert "export failed for: sam3" in failed and "something broke in sam3" in failed
     assert (volume / "dev" / "termination-log").read_text() == failed  # `kubectl describe` on the Job's pod
