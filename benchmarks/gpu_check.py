@@ -14,14 +14,15 @@ source repository whose networks are the export's own wrappers described at full
 config.json: the real checkpoints' architectures) and whose pipelines are the project's public models with
 full-size conditioning. Every public model also appears once per preset as `<model>__<preset>` (that preset's
 config under another name), so one server serves every preset; the balanced objectclear_inpaint has 8 instances for
-the concurrency run. FLUX Fill is left out (not measured). The run side needs neither tritonclient nor protobuf (the
-GPU image lacks a matching pair): requests use Triton's binary HTTP protocol directly, preset values come from
-check.json.
+the concurrency run. FLUX.1 schnell's presets differ only in the image size, which a request sets (WIDTH, HEIGHT): its
+one model serves them all. FLUX Fill and dev are left out (not measured). The run side needs neither tritonclient nor
+protobuf (the GPU image lacks a matching pair): requests use Triton's binary HTTP protocol directly, and preset values
+come from check.json.
 
 `run` measures, each step guarded so that a failure is recorded and the run goes on, within --budget seconds:
 1. in-process: the pipeline classes on the same networks (pipelines/torch_network.py, each in its serving precision,
    with CUDA graphs), per preset: p50 latency and peak GPU memory of objectclear_inpaint, remove_object, sam3_segment
-   and flux_generate on a 1200x800 photo; the UNet alone at batch 2, 4 and 8;
+   and flux_schnell_generate on a 1200x800 photo; the UNet alone at batch 2, 4 and 8;
 2. served: the same per preset through tritonserver (p50 of --repeats after a warm-up; device memory sampled with
    NVML), throughput of objectclear_inpaint (balanced) at concurrency 1, 4 and 8 with the UNet's rows per run, and
    the shutdown: seconds to exit, and whether every model unloaded.
@@ -56,8 +57,9 @@ from export.serving import MAX_BATCH, precision
 from pipelines.imaging import encode_png
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, REPO_ROOT, TritonServer, gpu_server_arguments
 
-PUBLIC = ["objectclear_inpaint", "remove_object", "sam3_segment", "flux_generate"]
-PER_PRESET = ["objectclear_inpaint", "remove_object", "flux_generate"]  # sam3_segment has no preset variants
+FLUX = "flux_schnell_generate"  # flux_generate, the pinned name, is an ensemble over it
+PUBLIC = ["objectclear_inpaint", "remove_object", "sam3_segment", FLUX]
+PER_PRESET = ["objectclear_inpaint", "remove_object"]  # served once per preset; sam3_segment has no presets
 PHOTO_SIZE = (1200, 800)  # 3:2: quality's 512 short side -> 768x512
 MASK_BOX = (260, 80, 940, 660)  # the cup in coffee, at PHOTO_SIZE
 PROMPT = "a cup"
@@ -111,7 +113,7 @@ def parts(small: bool) -> SimpleNamespace:
         clip, postfuse = exported("objectclear_object_encoder", "clip"), exported("objectclear_object_encoder",
                                                                                     "postfuse")
         sam3 = exported("sam3_image_encoder", "model")
-        flux, t5 = exported("flux_transformer", "transformer"), exported("flux_t5_encoder", "text_encoder")
+        flux, t5 = exported("flux_schnell_transformer", "transformer"), exported("flux_t5_encoder", "text_encoder")
         clip_text, flux_vae = exported("flux_clip_text_encoder", "text_encoder"), exported("flux_vae_decoder", "vae")
     else:
         unet, vae, clip, postfuse = SDXL_INPAINT_UNET, SDXL_VAE, CLIP_VIT_L14, dict(embed_dim=2048, embed_dim_img=768)
@@ -135,7 +137,7 @@ def networks(models: SimpleNamespace) -> list:
     pipeline = SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=77), text_encoder=models.clip_text,
                                text_encoder_2=models.t5)
     return [*objectclear.component_specs(objectclear_models), *sam3.component_specs(models.sam3),
-            *flux.text_encoder_specs(pipeline), flux.transformer_spec("flux_transformer", models.flux),
+            *flux.text_encoder_specs(pipeline), flux.transformer_spec("flux_schnell_transformer", models.flux),
             vae_specs("flux", models.flux_vae)[1]]
 
 
@@ -163,9 +165,10 @@ def prepare(small: bool) -> Path:
     image_size = models.sam3.config.vision_config.backbone_config.image_size
     for model in ("sam3_segment", "remove_object"):
         write_processor_size(source / model / "1" / "processor", image_size)
-    models.flux.save_config(source / "flux_generate" / "1" / "pipeline" / "transformer")
-    models.flux_vae.save_config(source / "flux_generate" / "1" / "pipeline" / "vae")
-    presets = {preset: {model: preset_parameters(preset, model) for model in PER_PRESET} for preset in PRESETS}
+    models.flux.save_config(source / FLUX / "1" / "pipeline" / "transformer")
+    models.flux_vae.save_config(source / FLUX / "1" / "pipeline" / "vae")
+    presets = {preset: {model: preset_parameters(preset, model) for model in [*PER_PRESET, FLUX]}
+               for preset in PRESETS}
     for model in PER_PRESET:
         for preset in PRESETS:
             add_preset_copy(source, model, preset, instances=8 if (model, preset) == ("objectclear_inpaint",
@@ -313,8 +316,8 @@ def in_process(rec: Recorder, repository: Path, check: dict, device: torch.devic
     inpainter = objectclear.ObjectClearInpainter(components(objectclear.COMPONENT_MODELS), conditioning, device)
     segmenter = sam3.Sam3Segmenter(components(sam3.COMPONENT_MODELS), Sam3Processor.from_pretrained(
         repository / "sam3_segment" / "1" / "processor"), device=device)
-    generator = flux.FluxGenerator(components(flux.GENERATE_MODELS),
-                                   flux.FluxConfig.load(repository / "flux_generate" / "1" / "pipeline"), device)
+    generator = flux.FluxGenerator(components(flux.generate_models("schnell")),
+                                   flux.FluxConfig.load(repository / FLUX / "1" / "pipeline"), device)
     rec.record("in_process_build", seconds=round(time.perf_counter() - start, 1),
                allocated_gib=round(torch.cuda.memory_allocated() / GIB, 2) if cuda else None)
     image, mask = photo_and_mask()
@@ -335,14 +338,14 @@ def in_process(rec: Recorder, repository: Path, check: dict, device: torch.devic
         values = check["presets"][preset]
         oc = values["objectclear_inpaint"]
         settings = objectclear.Settings(int(oc["steps"]), float(oc["guidance_scale"]), int(oc["short_side"]))
-        fg = values["flux_generate"]
+        fg = values[FLUX]
         generate = flux.GenerateSettings(int(fg["width"]), int(fg["height"]), int(fg["steps"]),
                                          float(fg["guidance_scale"]))
         rec.attempt(f"in-process objectclear {preset}", lambda: measure(
             "objectclear_inpaint", preset, lambda: inpainter(image, mask, 0, settings)))
         rec.attempt(f"in-process remove_object {preset}", lambda: measure("remove_object", preset, remove))
         rec.attempt(f"in-process flux {preset}", lambda: measure(
-            "flux_generate", preset, lambda: generator("a photo of a dog", 0, generate)))
+            FLUX, preset, lambda: generator("a photo of a dog", 0, generate)))
     rec.attempt("in-process sam3", lambda: measure("sam3_segment", "any", lambda: segmenter(image, PROMPT)))
     rec.attempt("in-process unet batches", lambda: unet_batches(rec, network("objectclear_unet"), conditioning,
                                                                  device, repeats))
@@ -363,13 +366,14 @@ def unet_batches(rec: Recorder, unet, conditioning, device: torch.device, repeat
 
 
 def infer(url: str, model: str, inputs: dict, outputs: list[str]) -> None:
-    """One request over Triton's HTTP binary tensor protocol. inputs: name -> bytes (BYTES [1]) or an int64 array."""
+    """One request over Triton's HTTP binary tensor protocol. inputs: name -> bytes (BYTES [1]) or an int32 or int64
+    array."""
     tensors = []
     for name, value in inputs.items():
         if isinstance(value, bytes):
             tensors.append((name, "BYTES", [1], struct.pack("<I", len(value)) + value))
         else:
-            tensors.append((name, "INT64", list(value.shape), value.astype(np.int64).tobytes()))
+            tensors.append((name, value.dtype.name.upper(), list(value.shape), value.tobytes()))
     header = json.dumps({"inputs": [{"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(b)}}
                                     for n, d, s, b in tensors],
                          "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs]}).encode()
@@ -390,11 +394,11 @@ def model_stats(url: str, model: str) -> tuple[int, int]:
 
 def served(rec: Recorder, repository: Path, check: dict, out: Path, cuda: bool, repeats: int) -> None:
     image, mask = photo_and_mask()
-    photo, mask_png, seed = encode_png(image), encode_png(mask), np.array([0])
+    photo, mask_png, seed = encode_png(image), encode_png(mask), np.array([0], np.int64)
     requests = {"objectclear_inpaint": (dict(IMAGE=photo, MASK=mask_png, SEED=seed), ["IMAGE", "MASK"]),
                 "remove_object": (dict(IMAGE=photo, PROMPT=PROMPT.encode(), SEED=seed), ["IMAGE", "MASK"]),
                 "sam3_segment": (dict(IMAGE=photo, PROMPT=PROMPT.encode()), ["MASKS", "BOXES", "SCORES"]),
-                "flux_generate": (dict(PROMPT=b"a photo of a dog", SEED=seed), ["IMAGE"])}
+                FLUX: (dict(PROMPT=b"a photo of a dog", SEED=seed), ["IMAGE"])}
     memory = GpuMemory(cuda)
     idle = memory.used_gib()
     start = time.perf_counter()
@@ -404,15 +408,18 @@ def served(rec: Recorder, repository: Path, check: dict, out: Path, cuda: bool, 
     rec.record("server_ready", seconds=round(time.perf_counter() - start, 1), used_gib_before=idle,
                used_gib_loaded=memory.used_gib())
     try:
-        def p50(model: str, preset: str, name: str) -> None:
+        def p50(model: str, preset: str, name: str, **extra: np.ndarray) -> None:
             inputs, outputs = requests[model]
-            call = lambda: infer(server.http_url, name, inputs, outputs)  # noqa: E731
+            call = lambda: infer(server.http_url, name, dict(inputs, **extra), outputs)  # noqa: E731
             seconds, peak = memory.peak_during(lambda: median_seconds(call, repeats))
             rec.record("served", model=model, preset=preset, p50_s=round(seconds, 4), peak_used_gib=peak)
 
         for preset in PRESETS:
             for model in PER_PRESET:
                 rec.attempt(f"served {model} {preset}", lambda: p50(model, preset, f"{model}__{preset}"))
+            size = {key.upper(): np.array([int(check["presets"][preset][FLUX][key])], np.int32)
+                    for key in ("width", "height")}
+            rec.attempt(f"served {FLUX} {preset}", lambda: p50(FLUX, preset, FLUX, **size))
         rec.attempt("served sam3_segment", lambda: p50("sam3_segment", "any", "sam3_segment"))
         name = "objectclear_inpaint__balanced"
         rec.attempt("served concurrency",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipelines.components import local_components
-from pipelines.flux import GENERATE_MODELS, FluxConfig, FluxGenerator, GenerateSettings
+from pipelines.flux import FluxConfig, FluxGenerator, GenerateSettings, generate_models
 from pipelines.progress import Observer, latent_preview
 
 
@@ -37,14 +37,14 @@ class Counting:
 
 @pytest.fixture(scope="module")
 def transformer(model_repository) -> Counting:
-    return Counting(local_components(model_repository, {"transformer": GENERATE_MODELS["transformer"]})["transformer"])
+    return Counting(local_components(model_repository, {"transformer": generate_models("schnell")["transformer"]})["transformer"])
 
 
 @pytest.fixture(scope="module")
 def generator(model_repository, transformer):
-    others = {role: model for role, model in GENERATE_MODELS.items() if role != "transformer"}
+    others = {role: model for role, model in generate_models("schnell").items() if role != "transformer"}
     components = dict(local_components(model_repository, others), transformer=transformer)
-    return FluxGenerator(components, FluxConfig.load(model_repository / "flux_generate" / "1" / "pipeline"))
+    return FluxGenerator(components, FluxConfig.load(model_repository / "flux_schnell_generate" / "1" / "pipeline"))
 
 
 SETTINGS = GenerateSettings(width=256, height=288, steps=3)
