@@ -57,6 +57,11 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: dict[str, tuple], pr
     return plan_path
 
 
+def is_current(plan: Path, graph: Path) -> bool:
+    """A plan built from this very graph: one from before a re-export is stale."""
+    return plan.exists() and plan.stat().st_mtime >= graph.stat().st_mtime
+
+
 def build_engines(repository: Path, networks: list[str] | None = None, presets: list[str] = PRESETS,
                   fp32: bool = False, missing_only: bool = False) -> None:
     """Every plan the presets need, for every exported network (or those named), in its version folder."""
@@ -67,7 +72,7 @@ def build_engines(repository: Path, networks: list[str] | None = None, presets: 
         plans = {plan: profile for preset, (plan, profile) in engine_plans(repository, network).items()
                  if preset in presets}
         for plan, profile in plans.items():
-            if missing_only and (folder / plan).exists():
+            if missing_only and is_current(folder / plan, folder / "model.onnx"):
                 continue
             print(f"building {network}/1/{plan} (minutes at full size)", flush=True)
             build_engine(folder / "model.onnx", folder / plan, profile, "fp32" if fp32 else precision(network))
@@ -81,8 +86,9 @@ def main() -> None:
     parser.add_argument("--preset", nargs="+", choices=PRESETS, default=PRESETS,
                         help="build only these presets' plans (default: all)")
     parser.add_argument("--fp32", action="store_true", help="build without reduced-precision kernels")
+    parser.add_argument("--missing", action="store_true", help="build only the plans missing or older than their graph")
     args = parser.parse_args()
-    build_engines(args.repository, args.models, args.preset, args.fp32)
+    build_engines(args.repository, args.models, args.preset, args.fp32, missing_only=args.missing)
 
 if __name__ == "__main__":
     main()

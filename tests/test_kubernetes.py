@@ -75,14 +75,23 @@ def server(objects: dict) -> dict:
     return container
 
 
-def effective_args(container: dict) -> list[str]:
-    """The args as the kubelet passes them: $(VAR) replaced by the container's env value, or <secret NAME/KEY> for one
-    read from a Secret; a $(VAR) naming no env var stays as it is (and reaches the process literally)."""
+def env_values(container: dict, objects: dict) -> dict[str, str | None]:
+    """The container's env as the kubelet sets it: a value, a key of a ConfigMap among `objects`, or
+    <secret NAME/KEY> for one read from a Secret."""
     env = {}
     for e in container.get("env", []):
-        secret = e.get("valueFrom", {}).get("secretKeyRef")
+        source = e.get("valueFrom", {})
+        secret, config_map = source.get("secretKeyRef"), source.get("configMapKeyRef")
         env[e["name"]] = (e["value"] if "value" in e else
-                          f"<secret {secret['name']}/{secret['key']}>" if secret else None)
+                          f"<secret {secret['name']}/{secret['key']}>" if secret else
+                          objects[("ConfigMap", config_map["name"])]["data"][config_map["key"]] if config_map else None)
+    return env
+
+
+def effective_args(container: dict, objects: dict) -> list[str]:
+    """The args as the kubelet passes them: $(VAR) replaced by the container's env value; a $(VAR) naming no env var
+    stays as it is (and reaches the process literally)."""
+    env = env_values(container, objects)
     return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1)) or m.group(0), arg) for arg in container["args"]]
 
 
@@ -104,7 +113,7 @@ def test_every_manifest_parses_and_every_base_file_is_used_or_documented():
     for path in sorted(K8S.rglob("*.yaml")):
         for doc in load_docs(path):
             assert {"apiVersion", "kind"} <= set(doc), path
-            assert doc["kind"] == "Kustomization" or doc["metadata"]["name"], path
+            assert doc["kind"] in ("Kustomization", "Component") or doc["metadata"]["name"], path
     kustomization_text = (BASE / "kustomization.yaml").read_text()
     listed = set(yaml.safe_load(kustomization_text)["resources"])
     for path in sorted(BASE.glob("*.yaml")):
@@ -118,7 +127,7 @@ def test_an_overlay_for_each_launcher_preset():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_overlay_selects_exactly_its_preset(preset):
-    args = effective_args(server(OVERLAY_OBJECTS[preset]))
+    args = effective_args(server(OVERLAY_OBJECTS[preset]), OVERLAY_OBJECTS[preset])
     assert flag_values(args, "--model-config-name") == [preset]
     assert not any("$(" in arg for arg in args), "an unresolved $(VAR) would reach tritonserver literally"
     # a name no model has a configs/<preset>.pbtxt for would silently serve config.pbtxt everywhere
@@ -152,7 +161,7 @@ def test_no_model_can_be_loaded_and_the_admin_apis_need_the_key_from_a_secret():
     the python backend a model load runs code). The administrative APIs answer only the admin-key header, on both
     protocols, its value from a Secret (tests/test_security.py runs these very flags on a real tritonserver)."""
     container = server(BASE_OBJECTS)
-    args = effective_args(container)
+    args = effective_args(container, BASE_OBJECTS)
     assert flag_values(args, "--model-control-mode") == ["none"]
     assert not flag_values(args, "--load-model"), "with model control none Triton loads the whole repository"
     settings = flag_values(args, "--http-restricted-api") + flag_values(args, "--grpc-restricted-protocol")
@@ -220,19 +229,63 @@ def test_export_job_exports_every_pipeline_into_the_served_repository():
     assert {name for commented, name, _ in exports if not commented} >= {"objectclear", "sam3"}
     assert re.search(r'python3 -m export "\$1" --source "\$2" --repository "\$REPO"', script)
 
-    # the Job writes <its mount>/model_repository; the server mounts that subPath at --model-repository
+    # the Job exports into <its mount>/model_repository and writes the runtime's repository from it into
+    # <its mount>/repositories/<RUNTIME>; the server mounts the same volume at the same place and serves that
     (repo,) = re.findall(r"^\s*REPO=(\S+)$", script, re.M)
     (job_mount,) = export["volumeMounts"]
     container = server(BASE_OBJECTS)
     (models_mount,) = [m for m in container["volumeMounts"] if m["name"] == job_mount["name"]]
-    assert repo == f"{job_mount['mountPath']}/{models_mount['subPath']}"
-    assert flag_values(effective_args(container), "--model-repository") == [models_mount["mountPath"]]
-    assert models_mount.get("readOnly") is True
+    assert repo == f"{job_mount['mountPath']}/model_repository" and "subPath" not in models_mount
+    assert models_mount["mountPath"] == job_mount["mountPath"] and models_mount.get("readOnly") is True
+    assert 'python3 -m server.repository --runtime "$RUNTIME" --source "$REPO" ' \
+           f'--out "{job_mount["mountPath"]}/repositories/$RUNTIME"' in script
+    served = f"{models_mount['mountPath']}/repositories/$(RUNTIME)"
+    assert flag_values(container["args"], "--model-repository") == [served]
+    for user in (export, container, wait_for_export()):  # one RUNTIME for the Job, the server and its wait
+        assert runtime_of(BASE_OBJECTS, user) == "torch"
 
     # the server waits for the very marker the Job writes last
     (marker,) = re.findall(r"until \[ -f (\S+) \]", shell_script(wait_for_export()))
     assert script.rstrip().splitlines()[-1].endswith(f"> {marker}")
     assert {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for e in export["env"]}["HF_TOKEN"]
+
+
+def runtime_of(objects: dict, container: dict) -> str:
+    return env_values(container, objects)["RUNTIME"]
+
+
+COMPONENTS = sorted(p.name for p in (K8S / "components").iterdir())
+
+
+@pytest.fixture(scope="module", params=COMPONENTS)
+def with_component(request) -> tuple[str, dict]:
+    """An overlay with a runtime component, as a user composes it: rendered by kubectl kustomize."""
+    folder = K8S / f".test-{request.param}"  # kustomize loads only from below the folder it renders
+    folder.mkdir(exist_ok=True)
+    try:
+        (folder / "kustomization.yaml").write_text(
+            f"resources: [../overlays/quality]\ncomponents: [../components/{request.param}]\n")
+        return request.param, kustomize(folder)
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_runtime_components_switch_the_job_and_the_servers_together(with_component):
+    from server.repository import RUNTIMES
+
+    component, objects = with_component
+    runtime = component.removeprefix("runtime-").replace("cpu", "onnxruntime")
+    assert runtime in RUNTIMES
+    job, deployment = only(objects, "Job"), only(objects, "Deployment")
+    for container in (job["spec"]["template"]["spec"]["containers"][0], server(objects), *containers(deployment)[:1]):
+        assert runtime_of(objects, container) == runtime
+    gpu = lambda container: container["resources"].get("limits", {}).get("nvidia.com/gpu")  # noqa: E731
+    assert gpu(server(objects)) == (None if runtime == "onnxruntime" else 1)  # GPU runtimes: on the GPU they ask for
+    assert gpu(job["spec"]["template"]["spec"]["containers"][0]) == (1 if runtime == "tensorrt" else None)
+    for obj in objects.values():
+        kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
+    for template in (obj["spec"]["template"] for obj in objects.values() if pod_specs(obj)):
+        assert restricted_violations(template["spec"], template["metadata"].get("annotations")) == []
 
 
 def test_export_job_memory_follows_the_export_estimates():
@@ -252,6 +305,8 @@ def test_export_job_memory_follows_the_export_estimates():
 
 # -- the two scripts, run for real (bash, sh) on a stand-in volume, with python3 a stub that fails on request -------
 STUB_PYTHON = """#!/bin/sh
+# python3 -m server.repository ... --out DIR: makes DIR, as the real one writes it
+if [ "$2" = server.repository ]; then for out; do :; done; mkdir -p "$out"; exit 0; fi
 # python3 -m export PIPELINE --source ... : prints, and fails for the pipelines listed in $FAIL
 echo "exporting $3"; echo "$3" >> "$CALLS"
 case " $FAIL " in *" $3 "*) echo "Traceback: something broke in $3" >&2; exit 1;; esac
@@ -263,7 +318,8 @@ def run_script(container: dict, root: Path, env: dict) -> subprocess.CompletedPr
     script = shell_script(container)
     for path in ("/data", "/opt/object-removal", "/dev/termination-log"):
         script = script.replace(path, str(root / path.strip("/")))
-    declared = {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+    declared = {name: str(value) for name, value in env_values(container, BASE_OBJECTS).items()
+                if value is not None and not value.startswith("<secret")}
     return subprocess.run([container["command"][0], "-c", script], capture_output=True, text=True, timeout=60,
                           env={"PATH": f"{root / 'bin'}:/usr/bin:/bin", **declared, **env})
 
@@ -300,11 +356,12 @@ def test_a_failed_pipeline_does_not_stop_the_others_and_the_servers_say_why(volu
     retry = run_script(export_job(), volume, env | {"FAIL": ""})
     assert retry.returncode == 0 and (volume / "calls").read_text().split() == ["sam3"]
     assert (volume / "data" / "export-done").exists() and not (volume / "data" / "export-failed").exists()
+    assert (volume / "data" / "repositories" / "torch").is_dir()  # the runtime's repository, which the server serves
     assert run_script(wait_for_export(), volume, {}).returncode == 0
 
 
 def test_the_init_container_gives_up_after_its_timeout(volume):
-    timeout = {e["name"]: e["value"] for e in wait_for_export()["env"]}["EXPORT_WAIT_SECONDS"]
+    timeout = env_values(wait_for_export(), BASE_OBJECTS)["EXPORT_WAIT_SECONDS"]
     assert 3600 <= int(timeout) <= 24 * 3600  # hours: a full-size export takes hours (README export table)
     waiting = run_script(wait_for_export(), volume, {"EXPORT_WAIT_SECONDS": "0"})
     assert waiting.returncode == 1 and "no export after 0 s" in waiting.stdout
@@ -322,7 +379,7 @@ def test_probes_hit_triton_health_endpoints(preset):
         assert ports.get(get["port"], get["port"]) == TRITON_PORTS["http"], probe
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "loading takes minutes"
-    args = effective_args(container)
+    args = effective_args(container, OVERLAY_OBJECTS[preset])
     assert flag_values(args, "--strict-readiness") in ([], ["true"]), "ready must mean every model is loaded"
     grace = only(OVERLAY_OBJECTS[preset], "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert int(flag_values(args, "--exit-timeout-secs")[0]) < grace, "in-flight requests get killed on rollout"
@@ -330,7 +387,7 @@ def test_probes_hit_triton_health_endpoints(preset):
 
 def test_service_ports_match_container_ports_and_select_only_servers():
     container = server(BASE_OBJECTS)
-    args = effective_args(container)
+    args = effective_args(container, BASE_OBJECTS)
     for name in TRITON_PORTS:  # the ports are Triton's defaults unless the args move them
         assert flag_values(args, f"--{name}-port") in ([], [str(TRITON_PORTS[name])])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

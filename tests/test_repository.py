@@ -148,6 +148,31 @@ def test_tensorrt_plans_are_shared_where_presets_agree(model_repository):
         "low_memory": "model.balanced.plan"}
 
 
+def test_a_rerun_builds_only_the_missing_and_stale_plans(model_repository, tmp_path, monkeypatch):
+    """The export Job's `python -m export.tensorrt --missing`: a restarted Job does not rebuild hours of engines, and a
+    re-export (a newer model.onnx) does not keep serving engines of the old graph. The builder (TensorRT, GPU only) is
+    replaced by one that records what it is asked to build."""
+    import os
+    import shutil
+
+    from export import tensorrt
+
+    for model in model_repository.iterdir():  # the presets' plans follow from the pipelines' configs: link them
+        (tmp_path / model.name).symlink_to(model)
+    (tmp_path / "sam3_image_encoder").unlink()
+    folder = tmp_path / "sam3_image_encoder" / "1"
+    shutil.copytree(model_repository / "sam3_image_encoder", folder.parent)
+    built = []
+    monkeypatch.setattr(tensorrt, "build_engine", lambda graph, plan, profile, precision: built.append(plan.name)
+                        or plan.write_bytes(b"plan"))
+    tensorrt.build_engines(tmp_path, ["sam3_image_encoder"], missing_only=True)
+    tensorrt.build_engines(tmp_path, ["sam3_image_encoder"], missing_only=True)
+    assert built == ["model.plan"]
+    os.utime(folder / "model.onnx", ((folder / "model.plan").stat().st_mtime + 10,) * 2)  # re-exported since
+    tensorrt.build_engines(tmp_path, ["sam3_image_encoder"], missing_only=True)
+    assert built == ["model.plan", "model.plan"]
+
+
 # -- every shape a preset sends lies inside its profile ---------------------------------------------------------------
 class ProfiledNetwork:
     """A network replaced by its exported graph's shape arithmetic: checks each call's names, dtypes and sizes against
