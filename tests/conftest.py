@@ -133,20 +133,41 @@ def coffee() -> tuple[np.ndarray, np.ndarray]:
     return photo, np.asarray(mask)
 
 
-def start_server(repository: Path, preset: str | None):
-    """Every model for the default preset; for another preset, every model but the streaming twins (tested once, in
-    the default server: each is one more python-backend process to start)."""
-    models = None if preset is None else [m for m in TritonServer(repository).repository_models()
-                                          if not m.endswith(STREAM_SUFFIX)]
+def start_server(repository: Path, preset: str | None, models: list[str] | None = None) -> TritonServer:
+    """Every model for the default preset; for another preset, those named or every model but the streaming twins
+    (tested once, in the default server: each is one more python-backend process to start)."""
+    if preset is not None and models is None:
+        models = [m for m in TritonServer(repository).repository_models() if not m.endswith(STREAM_SUFFIX)]
     server = TritonServer(repository, preset=preset, models=models)
     server.start()
     return server
 
 
+# Memory: every python-backend stub imports PyTorch (~0.45 GB of private memory each, CUDA build), the default server
+# runs about forty of them and CI machines have 24 GB without swap. So a module that starts a large server of its own
+# calls make_room() first, which stops the default server; the next test that uses it restarts it, on the same ports.
+SHARED: list[TritonServer] = []
+
+
+def make_room() -> None:
+    for server in SHARED:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def default_server(model_repository):
     """One server with every model in its default (balanced) config, shared by the test modules: each start loads
-    about twenty models, a minute on two cores."""
+    about forty models, a minute on two cores."""
     server = start_server(model_repository, None)
+    SHARED.append(server)
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def default_server_running(request):
+    """Restarts the default server for a test that uses it after make_room() stopped it."""
+    if "default_server" in request.fixturenames:
+        server = request.getfixturevalue("default_server")
+        if server.process.poll() is not None:
+            server.start()

@@ -46,8 +46,9 @@ class Saturated:
             self.results.append(error)
 
     def __enter__(self) -> "Saturated":
-        for thread in self.threads:
-            thread.start()
+        for thread in self.threads:  # one at a time: in a burst, Triton can refuse a request while an instance is
+            thread.start()           # still idle (its queue holds what the scheduler has not handed out yet)
+            time.sleep(0.5)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -73,27 +74,21 @@ def refusal(module, server, model: str, **tensors) -> tuple[InferenceServerExcep
 def test_a_full_queue_refuses_at_once_and_the_admitted_are_served(default_server, coffee, tmp_path, capsys):
     photo, mask = coffee
     image, mask_png = as_bytes(png(photo)), as_bytes(png(mask))
-    def slow(steps):  # seconds each on two cores: long enough for the queue to be seen full
+    def slow(steps):  # the most steps a request may ask for: seconds each, so that a queue stays full a while
         return dict(IMAGE=image, MASK=mask_png, STEPS=(np.array([steps], np.int32), "INT32"))
-    with Saturated(default_server, "objectclear_inpaint", slow(16)) as inpainting, \
-            Saturated(default_server, "flux_fill_inpaint", slow(8)) as filling:
+    # one after the other: a cold server takes a while to fill the first queue, and the second must still be full
+    # when its refusal is checked
+    with Saturated(default_server, "objectclear_inpaint", slow(100)) as inpainting:
         wait_until_queue_is_full(default_server, "objectclear_inpaint")
-        wait_until_queue_is_full(default_server, "flux_fill_inpaint")
-        for module in (httpclient, grpcclient):
-            error, seconds = refusal(module, default_server, "objectclear_inpaint", IMAGE=image, MASK=mask_png)
-            assert error.status() == BUSY[module] and "Exceeds maximum queue size" in error.message(), error
-            assert seconds < REFUSAL_S
-        # remove_object's own queue is empty: it segments, then its BLS call finds the Fill model full
-        error, _ = refusal(grpcclient, default_server, "remove_object", IMAGE=image, PROMPT=as_bytes("a cup"),
-                           ENGINE=as_bytes("flux_fill"), SCORE_THRESHOLD=(np.array([0.0], np.float32), "FP32"))
-        assert error.status() == BUSY[grpcclient] and "flux_fill_inpaint" in error.message(), error
-
-        # the CLI is refused too, waits, and is admitted once the queue drains
-        photo_file, mask_file = tmp_path / "coffee.png", tmp_path / "mask.png"
-        photo_file.write_bytes(image[0][0])
-        mask_file.write_bytes(mask_png[0][0])
-        code = main(["inpaint", str(photo_file), str(mask_file), "--url", default_server.http_url, "--steps", "1",
-                     "--retries", "8", "--backoff", "0.5"])
+        with Saturated(default_server, "flux_fill_inpaint", slow(100)) as filling:
+            wait_until_queue_is_full(default_server, "flux_fill_inpaint")
+            check_refusals(default_server, image, mask_png)
+            # the CLI is refused too, waits, and is admitted once the queue drains
+            photo_file, mask_file = tmp_path / "coffee.png", tmp_path / "mask.png"
+            photo_file.write_bytes(image[0][0])
+            mask_file.write_bytes(mask_png[0][0])
+            code = main(["inpaint", str(photo_file), str(mask_file), "--url", default_server.http_url, "--steps", "1",
+                         "--retries", "8", "--backoff", "0.5"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "busy, retrying in" in err and "Exceeds maximum queue size" in err
@@ -101,3 +96,16 @@ def test_a_full_queue_refuses_at_once_and_the_admitted_are_served(default_server
     for result in inpainting.results + filling.results:  # what was admitted was served
         assert not isinstance(result, Exception), result
         assert decode(result[0]).shape == photo.shape
+
+
+def check_refusals(server, image, mask_png):
+    """With objectclear_inpaint's and flux_fill_inpaint's queues full."""
+    for module in (httpclient, grpcclient):
+        error, seconds = refusal(module, server, "objectclear_inpaint", IMAGE=image, MASK=mask_png)
+        assert error.status() == BUSY[module] and "Exceeds maximum queue size" in error.message(), error
+        assert seconds < REFUSAL_S
+    # remove_object's own queue is empty: it segments, then its BLS call finds the Fill model full
+    error, _ = refusal(grpcclient, server, "remove_object", IMAGE=image, PROMPT=as_bytes("a cup"),
+                       ENGINE=as_bytes("flux_fill"), SCORE_THRESHOLD=(np.array([0.0], np.float32), "FP32"))
+    assert error.status() == BUSY[grpcclient] and "flux_fill_inpaint" in error.message(), error
+

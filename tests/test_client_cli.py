@@ -15,7 +15,7 @@ from PIL import Image
 import client.cli
 from client.api import AsyncClient, Client, InpaintResult, InvalidInput
 from client.cli import main
-from conftest import decode, png
+from conftest import decode, make_room, png
 from pipelines.repository import NEEDS
 from server.launcher import REPO_ROOT, TritonServer, preset_parameters
 
@@ -29,6 +29,7 @@ PROMPT = "a red bicycle"
 def server(model_repository):
     """ObjectClear and FLUX (generation, Fill) with the fastest preset; not remove_object/SAM 3: this file tests
     the client, not the pipelines."""
+    make_room()
     with TritonServer(model_repository, preset="ultra_fast", models=MODELS) as running:
         yield running
 
@@ -172,7 +173,7 @@ class RecordingClient:
     checked: list[str] = []
     calls: list[tuple[str, dict]] = []
 
-    def __init__(self, *args):
+    def __init__(self, *args, **kwargs):
         pass
 
     def check(self, model):

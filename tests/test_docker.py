@@ -97,7 +97,7 @@ def test_build_context_holds_code_and_configs_but_no_weights_or_environment():
 def test_dockerfile_bakes_in_no_weights_unless_asked_and_runs_the_entrypoint_as_a_user():
     assert re.search(r"^ARG TINY=false$", DOCKERFILE, re.M)
     (loop,) = re.findall(r'for pipeline in ([\w -]+); do', DOCKERFILE)
-    made = re.findall(r"-m export ([\w-]+) --tiny", (REPO_ROOT / "Makefile").read_text())
+    made = re.findall(r"-m export ([\w-]+) --source \$\(TINY_HUB\)", (REPO_ROOT / "Makefile").read_text())
     assert loop.split() == made, "TINY=true exports what `make export` does"
     assert "/usr/local/bin/object-removal-serve" in re.search(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.M).group(1)
     assert "tritonserver " not in DOCKERFILE.split("FROM", 1)[1].split("ENTRYPOINT")[1]

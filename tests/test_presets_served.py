@@ -11,7 +11,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 
-from conftest import as_bytes, call, decode, diffusers_uint8, max_difference, png, start_server
+from conftest import as_bytes, call, decode, diffusers_uint8, make_room, max_difference, png, start_server
+from pipelines.repository import NEEDS
 from reference.objectclear_reference import objectclear_reference
 
 pytestmark = pytest.mark.server
@@ -26,11 +27,15 @@ SEED = 1234
 # Measured: the served image differs from the reference by at most 1 grey level (ONNX Runtime vs PyTorch ~1e-6 in
 # the networks, moving a handful of pixels across a rounding boundary); the removed-region mask is identical.
 PIXEL_TOLERANCE = 1
+# what the tests call, with the models those call (flux_generate: schnell; the Fill engine: flux_fill_inpaint)
+MODELS = sorted({model for public in ("objectclear_inpaint", "remove_object", "sam3_segment", "flux_generate")
+                 for model in NEEDS[public]})
 
 
 @pytest.fixture(scope="module", params=list(PRESETS))
 def served(request, model_repository):
-    server = start_server(model_repository, request.param)
+    make_room()
+    server = start_server(model_repository, request.param, MODELS)
     yield request.param, server
     server.stop()
 

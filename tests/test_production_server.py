@@ -26,7 +26,7 @@ MODELS = NEEDS["sam3_segment"]
 
 def production_flags() -> list[str]:
     """The Deployment's restriction flags with the Secret's value filled in."""
-    args = effective_args(server_container(BASE_OBJECTS))
+    args = effective_args(server_container(BASE_OBJECTS), BASE_OBJECTS)
     flags = [arg for arg in args if arg.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
     return [flag.replace("<secret triton-admin/key>", KEY) for flag in flags]
 
@@ -37,7 +37,7 @@ def production(model_repository, tmp_path_factory):
     repository = tmp_path_factory.mktemp("production-repository")
     for model in MODELS:
         (repository / model).symlink_to(model_repository / model, target_is_directory=True)
-    args = effective_args(server_container(BASE_OBJECTS))
+    args = effective_args(server_container(BASE_OBJECTS), BASE_OBJECTS)
     assert flag_values(args, "--model-control-mode") == ["none"]
     server = TritonServer(repository, model_control="none", extra_args=production_flags(), warm_up=True)
     server.start()

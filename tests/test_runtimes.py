@@ -1,12 +1,14 @@
-"""Every public model served on each network runtime that runs here gives the references' results.
+"""Every public model served on the `torch` runtime gives the references' results.
 
-`onnxruntime` is the repository as exported; `torch` is the repository `python -m server.repository --runtime torch
---device cpu` writes from it (the export's own wrapper modules in PyTorch, fp32 on the CPU): same pipelines, same
-presets, different network models. Each is compared with the independent references (transformers' Sam3Model,
-diffusers' FluxPipeline / FluxFillPipeline, the ObjectClear reference) at the tolerances measured for the served
-ONNX Runtime path (test_presets_served.py, test_sam3_served.py, test_flux_served.py).
+The repository is the one `python -m server.repository --runtime torch --device cpu` writes from the exported one:
+the export's own wrapper modules in PyTorch, fp32 on the CPU; same pipelines, same presets, different network
+models. Each public model is compared with the independent references (transformers' Sam3Model, diffusers'
+FluxPipeline / FluxFillPipeline, the ObjectClear reference) at the tolerances measured for the served ONNX Runtime
+path, which test_presets_served.py, test_sam3_served.py and test_flux_served.py compare with the same references.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -17,35 +19,34 @@ import tritonclient.http as httpclient
 from diffusers import FluxFillPipeline
 from PIL import Image
 
-from conftest import as_bytes, call, decode, diffusers_uint8, max_difference, png
+from conftest import as_bytes, call, decode, diffusers_uint8, make_room, max_difference, png
 from pipelines.flux import fill_size
-from pipelines.progress import STREAM_SUFFIX
+from pipelines.repository import NEEDS
 from reference.objectclear_reference import objectclear_reference
 from reference.sam3_reference import load_sam3, sam3_reference
 from server.launcher import TritonServer, preset_parameters
-from server.repository import generate, servable_models
+from server.repository import generate
 
 pytestmark = pytest.mark.server
-RUNTIMES = ["onnxruntime", "torch"]
 SEED = 11
 PROMPT = "a photo of a cat holding a sign that says hello world"
+PUBLIC = ["objectclear_inpaint", "sam3_segment", "remove_object", "flux_generate", "flux_fill_inpaint"]  # tested below
 
 
-@pytest.fixture(scope="session")
-def torch_server(model_repository, tmp_path_factory):
-    models = [m for m in servable_models(model_repository) if not m.endswith(STREAM_SUFFIX)]  # twins: test_streaming
+@pytest.fixture(scope="module")
+def served(model_repository, tmp_path_factory):
+    """One instance per model: parity needs no concurrency, and every torch stub holds its own PyTorch (conftest:
+    make_room)."""
+    models = sorted({model for public in PUBLIC for model in NEEDS[public]})  # and the models they call
     repository = generate("torch", tmp_path_factory.mktemp("torch-runtime") / "repository", model_repository,
                           models, device="cpu")
+    for config in repository.glob("*/config.pbtxt"):
+        config.write_text(re.sub(r"count: \d+", "count: 1", config.read_text()))
+    make_room()
     server = TritonServer(repository)
     server.start(timeout=900)  # every network stub imports torch, diffusers and transformers: slower than ONNX Runtime's
     yield server
     server.stop()
-
-
-@pytest.fixture(params=RUNTIMES)
-def served(request):
-    """The server of one runtime: the session's default server for onnxruntime, the generated one for torch."""
-    return request.getfixturevalue("default_server" if request.param == "onnxruntime" else "torch_server")
 
 
 def int32(value):
