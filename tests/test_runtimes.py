@@ -1,10 +1,11 @@
-"""Every public model served on the `torch` runtime gives the references' results.
+"""Every public model served on each network runtime that runs here gives the references' results.
 
-The repository is the one `python -m server.repository --runtime torch --device cpu` writes from the exported one:
-the export's own wrapper modules in PyTorch, fp32 on the CPU; same pipelines, same presets, different network
-models. Each public model is compared with the independent references (transformers' Sam3Model, diffusers'
-FluxPipeline / FluxFillPipeline, the ObjectClear reference) at the tolerances measured for the served ONNX Runtime
-path, which test_presets_served.py, test_sam3_served.py and test_flux_served.py compare with the same references.
+Both repositories are what `python -m server.repository --runtime <runtime>` writes from the exported one, for the
+models the tests call: `onnxruntime` (the graphs in ONNX Runtime on the CPU) and `torch --device cpu` (the export's
+own wrapper modules in PyTorch, fp32 on the CPU): same pipelines, same presets, different network models. Each
+public model is compared with the independent references (transformers' Sam3Model, diffusers' FluxPipeline /
+FluxFillPipeline, the ObjectClear reference) at the tolerances measured for the served ONNX Runtime path
+(test_presets_served.py, test_sam3_served.py, test_flux_served.py).
 """
 from __future__ import annotations
 
@@ -28,17 +29,18 @@ from server.launcher import TritonServer, preset_parameters
 from server.repository import generate
 
 pytestmark = pytest.mark.server
+RUNTIMES = ["onnxruntime", "torch"]
 SEED = 11
 PROMPT = "a photo of a cat holding a sign that says hello world"
 PUBLIC = ["objectclear_inpaint", "sam3_segment", "remove_object", "flux_generate", "flux_fill_inpaint"]  # tested below
 
 
-@pytest.fixture(scope="module")
-def served(model_repository, tmp_path_factory):
-    """One instance per model: parity needs no concurrency, and every torch stub holds its own PyTorch (conftest:
-    make_room)."""
+@pytest.fixture(scope="module", params=RUNTIMES)
+def served(request, model_repository, tmp_path_factory):
+    """One server per runtime, one after the other, with one instance per model: parity needs no concurrency, and
+    every stub holds its own PyTorch (conftest: make_room)."""
     models = sorted({model for public in PUBLIC for model in NEEDS[public]})  # and the models they call
-    repository = generate("torch", tmp_path_factory.mktemp("torch-runtime") / "repository", model_repository,
+    repository = generate(request.param, tmp_path_factory.mktemp(request.param) / "repository", model_repository,
                           models, device="cpu")
     for config in repository.glob("*/config.pbtxt"):
         config.write_text(re.sub(r"count: \d+", "count: 1", config.read_text()))
