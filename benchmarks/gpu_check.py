@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,13 +119,13 @@ def parts(small: bool) -> SimpleNamespace:
     else:
         unet, vae, clip, postfuse = SDXL_INPAINT_UNET, SDXL_VAE, CLIP_VIT_L14, dict(embed_dim=2048, embed_dim_img=768)
         sam3, flux, t5, clip_text, flux_vae = {}, FLUX_SCHNELL, T5_XXL, CLIP_L_TEXT, FLUX_VAE
-    diffusers_config = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
-    with torch.device("meta"):
+    with torch.device("meta"):  # from_config: diffusers ignores a checkpoint's bookkeeping keys (EMA, metadata)
         return SimpleNamespace(
-            unet=UNet2DConditionModel(**diffusers_config(unet)), vae=AutoencoderKL(**diffusers_config(vae)),
-            clip=CLIPModel(CLIPConfig(**clip)), postfuse=PostfuseModule(**postfuse), sam3=Sam3Model(Sam3Config(**sam3)),
-            flux=FluxTransformer2DModel(**diffusers_config(flux)), t5=T5EncoderModel(T5Config(**t5)),
-            clip_text=CLIPTextModel(CLIPTextConfig(**clip_text)), flux_vae=AutoencoderKL(**diffusers_config(flux_vae)))
+            unet=UNet2DConditionModel.from_config(unet), vae=AutoencoderKL.from_config(vae),
+            clip=CLIPModel(CLIPConfig(**clip)), postfuse=PostfuseModule.from_config(postfuse),
+            sam3=Sam3Model(Sam3Config(**sam3)), flux=FluxTransformer2DModel.from_config(flux),
+            t5=T5EncoderModel(T5Config(**t5)), clip_text=CLIPTextModel(CLIPTextConfig(**clip_text)),
+            flux_vae=AutoencoderKL.from_config(flux_vae))
 
 
 def networks(models: SimpleNamespace) -> list:
@@ -134,11 +135,10 @@ def networks(models: SimpleNamespace) -> list:
 
     objectclear_models = objectclear.ObjectClearModels(models.unet, models.vae, models.clip, models.postfuse, None,
                                                        None, {})
-    pipeline = SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=77), text_encoder=models.clip_text,
-                               text_encoder_2=models.t5)
+    pipeline = SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=77), text_encoder=models.clip_text)
     return [*objectclear.component_specs(objectclear_models), *sam3.component_specs(models.sam3),
-            *flux.text_encoder_specs(pipeline), flux.transformer_spec("flux_schnell_transformer", models.flux),
-            vae_specs("flux", models.flux_vae)[1]]
+            flux.clip_spec(pipeline), flux.t5_spec(models.t5),
+            flux.transformer_spec("flux_schnell_transformer", models.flux), vae_specs("flux", models.flux_vae)[1]]
 
 
 def prepare(small: bool) -> Path:
@@ -366,14 +366,15 @@ def unet_batches(rec: Recorder, unet, conditioning, device: torch.device, repeat
 
 
 def infer(url: str, model: str, inputs: dict, outputs: list[str]) -> None:
-    """One request over Triton's HTTP binary tensor protocol. inputs: name -> bytes (BYTES [1]) or an int32 or int64
-    array."""
+    """One request over Triton's HTTP binary tensor protocol. inputs: name -> bytes (BYTES [1]) or an int32, int64 or
+    float32 array."""
     tensors = []
     for name, value in inputs.items():
         if isinstance(value, bytes):
             tensors.append((name, "BYTES", [1], struct.pack("<I", len(value)) + value))
         else:
-            tensors.append((name, value.dtype.name.upper(), list(value.shape), value.tobytes()))
+            datatype = {"int32": "INT32", "int64": "INT64", "float32": "FP32"}[value.dtype.name]
+            tensors.append((name, datatype, list(value.shape), value.tobytes()))
     header = json.dumps({"inputs": [{"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(b)}}
                                     for n, d, s, b in tensors],
                          "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs]}).encode()
@@ -395,8 +396,10 @@ def model_stats(url: str, model: str) -> tuple[int, int]:
 def served(rec: Recorder, repository: Path, check: dict, out: Path, cuda: bool, repeats: int) -> None:
     image, mask = photo_and_mask()
     photo, mask_png, seed = encode_png(image), encode_png(mask), np.array([0], np.int64)
+    anything = np.array([0.0], np.float32)  # score threshold 0: random weights find something to remove, as in-process
     requests = {"objectclear_inpaint": (dict(IMAGE=photo, MASK=mask_png, SEED=seed), ["IMAGE", "MASK"]),
-                "remove_object": (dict(IMAGE=photo, PROMPT=PROMPT.encode(), SEED=seed), ["IMAGE", "MASK"]),
+                "remove_object": (dict(IMAGE=photo, PROMPT=PROMPT.encode(), SEED=seed, SCORE_THRESHOLD=anything),
+                                  ["IMAGE", "MASK"]),
                 "sam3_segment": (dict(IMAGE=photo, PROMPT=PROMPT.encode()), ["MASKS", "BOXES", "SCORES"]),
                 FLUX: (dict(PROMPT=b"a photo of a dog", SEED=seed), ["IMAGE"])}
     memory = GpuMemory(cuda)
@@ -437,12 +440,20 @@ def concurrency(rec: Recorder, url: str, model: str, request: tuple, per_client:
     inputs, outputs = request
 
     def load(clients: int, each: int) -> dict:
-        latencies = []
+        latencies, refused = [], []
 
-        def client() -> None:
+        def client() -> None:  # a refused request (503: queue full) is retried, as the project's client does
             for _ in range(each):
                 started = time.perf_counter()
-                infer(url, model, inputs, outputs)
+                while True:
+                    try:
+                        infer(url, model, inputs, outputs)
+                        break
+                    except urllib.error.HTTPError as error:
+                        if error.code != 503:
+                            raise
+                        refused.append(1)
+                        time.sleep(0.1)
                 latencies.append(time.perf_counter() - started)
         before = model_stats(url, "objectclear_unet")
         started = time.perf_counter()
@@ -454,7 +465,7 @@ def concurrency(rec: Recorder, url: str, model: str, request: tuple, per_client:
         seconds = time.perf_counter() - started
         after = model_stats(url, "objectclear_unet")
         return dict(concurrency=clients, requests=len(latencies), throughput=round(len(latencies) / seconds, 3),
-                    p50_s=round(statistics.median(latencies), 4),
+                    p50_s=round(statistics.median(latencies), 4), refused=len(refused),
                     unet_rows_per_run=round((after[0] - before[0]) / max(1, after[1] - before[1]), 2))
 
     load(max(CONCURRENCY), 1)  # warm-up: every instance, and the UNet's larger batches, have run once
@@ -488,10 +499,10 @@ def render(records: list[dict]) -> str:
     rows = by("concurrency")
     if rows:
         base = rows[0]["throughput"]
-        lines += ["", "| concurrency | requests | req/s | vs concurrency 1 | p50 (s) | UNet rows per run |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| concurrency | requests | req/s | vs concurrency 1 | p50 (s) | UNet rows per run "
+                  "| refused, retried |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['concurrency']} | {r['requests']} | {r['throughput']} | {r['throughput'] / base:.2f}x | "
-                  f"{r['p50_s']} | {r['unet_rows_per_run']} |" for r in rows]
+                  f"{r['p50_s']} | {r['unet_rows_per_run']} | {r['refused']} |" for r in rows]
     if by("unet_batch"):
         lines += ["", "| UNet batch | ms | rows/s |", "|---|---|---|"]
         lines += [f"| {r['batch']} | {r['ms']} | {r['rows_per_s']} |" for r in by("unet_batch")]

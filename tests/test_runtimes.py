@@ -46,7 +46,7 @@ def served(request, model_repository, tmp_path_factory):
         config.write_text(re.sub(r"count: \d+", "count: 1", config.read_text()))
     make_room()
     server = TritonServer(repository)
-    server.start(timeout=900)  # every network stub imports torch, diffusers and transformers: slower than ONNX Runtime's
+    server.start(timeout=900)  # torch's network stubs import torch, diffusers and transformers: slower to start
     yield server
     server.stop()
 
