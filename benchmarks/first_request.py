@@ -20,7 +20,7 @@ from pathlib import Path
 
 from client.api import Client
 from client.demo import demo_inputs, png
-from pipelines.repository import NEEDS
+from pipelines.repository import needed
 from server.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
 
 NO_WARM_UP = '\nparameters: { key: "warm_up", value: { string_value: "false" } }\n'
@@ -53,8 +53,7 @@ def requests() -> dict:
 
 def measure(repository: Path, preset: str, repeats: int, warm_up: bool, models: list[str]) -> dict:
     calls, out = requests(), {}
-    needed = sorted({name for model in models for name in NEEDS[model]})
-    server = TritonServer(repository, preset=preset, models=needed, warm_up=warm_up)
+    server = TritonServer(repository, preset=preset, models=needed(*models), warm_up=warm_up)
     server.start(timeout=900)  # a loaded shared machine takes minutes
     with Client(server.http_url) as client:
         for model in models:

@@ -16,7 +16,7 @@ import skimage.data
 from PIL import Image, ImageDraw
 
 from client.api import Client
-from pipelines.repository import NEEDS
+from pipelines.repository import needed
 from server.launcher import DEFAULT_MODEL_REPOSITORY, PRESETS, TritonServer
 
 
@@ -51,8 +51,7 @@ def main() -> None:
     photo.save(args.out / "input.png")
     print(f"starting tritonserver (preset {args.preset}) ...", flush=True)
     # what the demo calls: a repository exported from the Hub (make demo SOURCE=hub) need not hold FLUX.1-dev
-    models = sorted(set(NEEDS["remove_object"]) | set(NEEDS["flux_generate"]))
-    with TritonServer(args.repository, preset=args.preset, models=models) as server:
+    with TritonServer(args.repository, preset=args.preset, models=needed("remove_object", "flux_generate")) as server:
         url = server.http_url if args.protocol == "http" else server.grpc_url
         print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}", flush=True)
         with Client(url, args.protocol) as client:

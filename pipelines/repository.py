@@ -18,3 +18,8 @@ NEEDS = {
 }
 # each streaming twin (server/streaming.py) runs its public model's adapter, so it needs what that model needs
 NEEDS.update({model + STREAM_SUFFIX: [model + STREAM_SUFFIX, *NEEDS[model]] for model in STREAMED})
+
+
+def needed(*public: str) -> list[str]:
+    """Every model that these public models need loaded, each once."""
+    return sorted({model for name in public for model in NEEDS[name]})

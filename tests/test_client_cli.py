@@ -16,12 +16,12 @@ import client.cli
 from client.api import AsyncClient, Client, InpaintResult, InvalidInput
 from client.cli import main
 from conftest import decode, make_room, png
-from pipelines.repository import NEEDS
+from pipelines.repository import needed
 from server.launcher import REPO_ROOT, TritonServer, preset_parameters
 
 pytestmark = pytest.mark.server
 # ObjectClear (with its Fill engine) and FLUX generation; not remove_object/SAM 3: this file tests the client
-MODELS = list(dict.fromkeys(NEEDS["objectclear_inpaint"] + NEEDS["flux_generate"] + NEEDS["flux_dev_generate"]))
+MODELS = needed("objectclear_inpaint", "flux_generate", "flux_dev_generate")
 PROMPT = "a red bicycle"
 
 

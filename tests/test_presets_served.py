@@ -12,7 +12,7 @@ import tritonclient.http as httpclient
 from PIL import Image
 
 from conftest import as_bytes, call, decode, diffusers_uint8, make_room, max_difference, png, start_server
-from pipelines.repository import NEEDS
+from pipelines.repository import needed
 from reference.objectclear_reference import objectclear_reference
 
 pytestmark = pytest.mark.server
@@ -28,8 +28,7 @@ SEED = 1234
 # the networks, moving a handful of pixels across a rounding boundary); the removed-region mask is identical.
 PIXEL_TOLERANCE = 1
 # what the tests call, with the models those call (flux_generate: schnell; the Fill engine: flux_fill_inpaint)
-MODELS = sorted({model for public in ("objectclear_inpaint", "remove_object", "sam3_segment", "flux_generate")
-                 for model in NEEDS[public]})
+MODELS = needed("objectclear_inpaint", "remove_object", "sam3_segment", "flux_generate")
 
 
 @pytest.fixture(scope="module", params=list(PRESETS))

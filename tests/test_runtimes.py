@@ -22,7 +22,7 @@ from PIL import Image
 
 from conftest import as_bytes, call, decode, diffusers_uint8, make_room, max_difference, png
 from pipelines.flux import fill_size
-from pipelines.repository import NEEDS
+from pipelines.repository import needed
 from reference.objectclear_reference import objectclear_reference
 from reference.sam3_reference import load_sam3, sam3_reference
 from server.launcher import TritonServer, preset_parameters
@@ -39,9 +39,8 @@ PUBLIC = ["objectclear_inpaint", "sam3_segment", "remove_object", "flux_generate
 def served(request, model_repository, tmp_path_factory):
     """One server per runtime, one after the other, with one instance per model: parity needs no concurrency, and
     every stub holds its own PyTorch (conftest: make_room)."""
-    models = sorted({model for public in PUBLIC for model in NEEDS[public]})  # and the models they call
     repository = generate(request.param, tmp_path_factory.mktemp(request.param) / "repository", model_repository,
-                          models, device="cpu")
+                          needed(*PUBLIC), device="cpu")
     for config in repository.glob("*/config.pbtxt"):
         config.write_text(re.sub(r"count: \d+", "count: 1", config.read_text()))
     make_room()
