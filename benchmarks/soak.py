@@ -4,10 +4,14 @@
     python -m benchmarks.soak --minutes 20 --concurrency 7
 
 Per preset it reports requests by outcome; good requests lost (a good request that did not come back with its
-outputs after the client's retries of UNAVAILABLE: must be 0); the proportional set size (PSS) of the server and of
-its python-backend stubs, and the /dev/shm regions they map, after a warm phase and at the end; whether the server
-is still ready; and that a cancelled request stops its denoising loop (objectclear_unet's execution count over the
-seconds after a gRPC client cancels a long request). Writes outputs/soak.json and prints the BENCHMARKS.md rows.
+outputs: must be 0); how often and how long good requests were refused as busy before they were served (a refused
+request is retried, as a client that must not give up would: jittered back-off capped at `MAX_BACKOFF_S`, for up to
+`--patience` seconds); the proportional set size (PSS) of the server and of its python-backend stubs, and the
+/dev/shm regions they map, after a warm phase of the same load, every `--sample-seconds` and at the end (growth over
+the whole run and over its second half: a pool that has reached its size stops growing, a leak does not); whether
+the server is still ready; and that a cancelled request stops its denoising loop (objectclear_unet's execution count
+over the seconds after a gRPC client cancels a long request). Writes outputs/soak.json and prints the BENCHMARKS.md
+rows.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from tritonclient.utils import InferenceServerException
 
 from server.launcher import TritonServer
 
-GOOD_RETRIES = 8
+MAX_BACKOFF_S = 4.0  # waits double from 0.25 s up to this, so a refused client keeps its chances
 
 
 def png(array: np.ndarray) -> bytes:
@@ -80,10 +84,16 @@ def triton_inputs(module, named: dict) -> list:
 
 
 class Soak:
-    def __init__(self, server: TritonServer, seed: int):
-        self.server, self.rng = server, random.Random(seed)
+    def __init__(self, server: TritonServer, patience_s: float):
+        self.server, self.patience_s = server, patience_s
         self.outcomes: Counter = Counter()
+        self.most_refusals, self.longest_wait_s = 0, 0.0
         self.lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.outcomes.clear()
+            self.most_refusals, self.longest_wait_s = 0, 0.0
 
     def count(self, outcome: str) -> None:
         with self.lock:
@@ -107,20 +117,30 @@ class Soak:
     def good(self, protocol: str, rng: random.Random) -> None:
         model, named = tensors("good", rng)
         module = httpclient if protocol == "http" else grpcclient
-        for attempt in range(GOOD_RETRIES + 1):
+        started, refusals = time.monotonic(), 0
+        while True:
             try:
                 with self.client(protocol) as client:
                     result = client.infer(model, triton_inputs(module, named))
                 first = result.as_numpy({"sam3_segment": "SCORES"}.get(model, "IMAGE"))
                 assert first is not None
-                self.count(f"good {protocol}: served" + (" after a refusal" if attempt else ""))
+                self.count(f"good {protocol}: served" + (" after a refusal" if refusals else ""))
+                if refusals:
+                    self.refused_then_served(refusals, time.monotonic() - started)
                 return
             except InferenceServerException as error:
-                if str(error.status()) in ("503", "StatusCode.UNAVAILABLE") and attempt < GOOD_RETRIES:
-                    time.sleep(rng.uniform(0.25, 0.5) * 2 ** attempt)
+                busy = str(error.status()) in ("503", "StatusCode.UNAVAILABLE")
+                if busy and time.monotonic() - started < self.patience_s:
+                    time.sleep(rng.uniform(0.5, 1.0) * min(MAX_BACKOFF_S, 0.25 * 2 ** refusals))
+                    refusals += 1
                     continue
                 self.count(f"good {protocol}: LOST ({error.status()}: {error.message()[:80]})")
                 return
+
+    def refused_then_served(self, refusals: int, seconds: float) -> None:
+        with self.lock:
+            self.most_refusals = max(self.most_refusals, refusals)
+            self.longest_wait_s = max(self.longest_wait_s, seconds)
 
     def bad(self, protocol: str, rng: random.Random) -> None:
         model, named = tensors("bad", rng)
@@ -232,38 +252,59 @@ def cancellation(server: TritonServer) -> dict:
             "stopped": samples[-1] == samples[-3] and samples[-1] <= 2}
 
 
-def run_preset(preset: str, seconds: float, concurrency: int, seed: int, warm_seconds: float) -> dict:
+def load(soak: Soak, seconds: float, concurrency: int, seed: int) -> float:
+    """`concurrency` clients for `seconds`; returns the time it took (requests under way finish)."""
+    started = time.monotonic()
+    workers = [threading.Thread(target=soak.worker, args=(started + seconds, seed + i)) for i in range(concurrency)]
+    [w.start() for w in workers]
+    [w.join() for w in workers]
+    return time.monotonic() - started
+
+
+def sample_memory(server: TritonServer, every_s: float, stop: threading.Event, samples: list) -> None:
+    started = time.monotonic()
+    while not stop.wait(every_s):
+        samples.append({"s": round(time.monotonic() - started), **memory(server)})
+
+
+def growth_percent(before: dict, after: dict) -> dict:
+    return {k: round(100 * (after[k] - before[k]) / before[k], 1) for k in before if k not in ("s", "stubs")
+            and before[k]}
+
+
+def run_preset(preset: str, seconds: float, concurrency: int, seed: int, warm_seconds: float, sample_seconds: float,
+               patience_s: float) -> dict:
     server = TritonServer(preset=preset)
     server.start(timeout=900)  # a loaded shared machine takes minutes to load the ~20 models
     try:
-        soak = Soak(server, seed)
-        warm_deadline = time.monotonic() + warm_seconds
-        workers = [threading.Thread(target=soak.worker, args=(warm_deadline, seed * 100 + i))
-                   for i in range(concurrency)]
-        [w.start() for w in workers]
-        [w.join() for w in workers]
+        soak = Soak(server, patience_s)
+        load(soak, warm_seconds, concurrency, seed * 100)
         before = memory(server)
-        soak.outcomes.clear()
-        started = time.monotonic()
-        workers = [threading.Thread(target=soak.worker, args=(started + seconds, seed * 1000 + i))
-                   for i in range(concurrency)]
-        [w.start() for w in workers]
-        [w.join() for w in workers]
-        elapsed = time.monotonic() - started
+        soak.clear()
+        samples, stop = [], threading.Event()
+        sampler = threading.Thread(target=sample_memory, args=(server, sample_seconds, stop, samples))
+        sampler.start()
+        elapsed = load(soak, seconds, concurrency, seed * 1000)
+        stop.set()
+        sampler.join()
         time.sleep(2)  # cancelled requests unwinding
         after = memory(server)
-        stop = cancellation(server)
+        halfway = min(samples, key=lambda m: abs(m["s"] - elapsed / 2), default=before)
+        cancelled = cancellation(server)
         with httpclient.InferenceServerClient(server.http_url) as client:
             ready = client.is_server_ready()
     finally:
         server.stop()
     lost = sum(n for outcome, n in soak.outcomes.items() if "LOST" in outcome or outcome.startswith("good")
                and "exception" in outcome)
-    growth = {k: round(100 * (after[k] - before[k]) / before[k], 1) for k in before if k != "stubs" and before[k]}
     return {"preset": preset, "seconds": round(elapsed), "concurrency": concurrency,
             "requests": sum(soak.outcomes.values()), "outcomes": dict(sorted(soak.outcomes.items())),
-            "good_lost": lost, "memory_before": before, "memory_after": after, "growth_percent": growth,
-            "cancellation": stop, "server_ready_after": ready}
+            "good_lost": lost, "most_refusals_before_served": soak.most_refusals,
+            "longest_wait_before_served_s": round(soak.longest_wait_s, 1),
+            "memory_before": before, "memory_halfway": halfway, "memory_after": after, "memory_samples": samples,
+            "growth_percent": growth_percent(before, after),
+            "growth_second_half_percent": growth_percent(halfway, after),
+            "cancellation": cancelled, "server_ready_after": ready}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,25 +313,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0, help="load time in all, split across the presets")
     parser.add_argument("--concurrency", type=int, default=7, help="clients (6-8 in the issue)")
     parser.add_argument("--presets", nargs="+", default=["balanced", "ultra_fast", "low_memory", "quality"])
-    parser.add_argument("--warm-seconds", type=float, default=60.0,
-                        help="load before the first memory sample: first-call allocations are not growth")
+    parser.add_argument("--warm-seconds", type=float, default=120.0,
+                        help="load before the first memory sample: first-call allocations and the shared-memory pools "
+                             "reaching their size are not growth")
+    parser.add_argument("--sample-seconds", type=float, default=30.0, help="memory sampled this often under load")
+    parser.add_argument("--patience", type=float, default=600.0,
+                        help="seconds a good request is retried while refused as busy (the queue timeout is 300 s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs/soak.json"))
     args = parser.parse_args(argv)
     seconds = 60 * args.minutes / len(args.presets)
     report = []
     for i, preset in enumerate(args.presets):
-        report.append(run_preset(preset, seconds, args.concurrency, args.seed + i, args.warm_seconds))
+        report.append(run_preset(preset, seconds, args.concurrency, args.seed + i, args.warm_seconds,
+                                  args.sample_seconds, args.patience))
         print(json.dumps(report[-1]), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))
     for r in report:
-        m0, m1 = r["memory_before"], r["memory_after"]
-        print(f"| {r['preset']} | {r['seconds']} | {r['requests']} | {r['good_lost']} | "
-              f"{m0['server_pss_mib']:.0f} -> {m1['server_pss_mib']:.0f} | "
-              f"{m0['stubs_pss_mib']:.0f} -> {m1['stubs_pss_mib']:.0f} ({m1['stubs']} stubs) | "
-              f"{m0['dev_shm_mib']:.0f} -> {m1['dev_shm_mib']:.0f} | "
-              f"{r['cancellation']['executions_after_cancel_every_0_5_s']} | {r['server_ready_after']} |")
+        m0, m1, g, h = r["memory_before"], r["memory_after"], r["growth_percent"], r["growth_second_half_percent"]
+        row = [r["preset"], r["seconds"], r["requests"], r["good_lost"],
+               f"{r['most_refusals_before_served']} / {r['longest_wait_before_served_s']} s"]
+        row += [f"{m0[k]:.0f} -> {m1[k]:.0f} ({g.get(k, 0):+.1f}%; {h.get(k, 0):+.1f}%)"
+                for k in ("server_pss_mib", "stubs_pss_mib", "dev_shm_mib")]
+        row += [r["cancellation"]["executions_after_cancel_every_0_5_s"], "yes" if r["server_ready_after"] else "**no**"]
+        print("| " + " | ".join(map(str, row)) + " |")
     return 0 if all(r["good_lost"] == 0 and r["server_ready_after"] for r in report) else 1
 
 
