@@ -7,8 +7,8 @@ Per preset it reports requests by outcome; good requests lost (a good request th
 outputs: must be 0); how often and how long good requests were refused as busy before they were served (a refused
 request is retried, as a client that must not give up would: jittered back-off capped at `MAX_BACKOFF_S`, for up to
 `--patience` seconds); the proportional set size (PSS) of the server and of its python-backend stubs, and the
-/dev/shm regions they map, after a warm phase of the same load, every `--sample-seconds` and at the end (growth over
-the whole run and over its second half: a pool that has reached its size stops growing, a leak does not); whether
+/dev/shm regions they map, after a warm phase, every `--sample-seconds` and at the end (growth over the whole run and
+over its second half: a pool that has reached its size stops growing, a leak does not); whether
 the server is still ready; and that a cancelled request stops its denoising loop (objectclear_unet's execution count
 over the seconds after a gRPC client cancels a long request). Writes outputs/soak.json and prints the BENCHMARKS.md
 rows.
@@ -272,13 +272,17 @@ def growth_percent(before: dict, after: dict) -> dict:
             and before[k]}
 
 
-def run_preset(preset: str, seconds: float, concurrency: int, seed: int, warm_seconds: float, sample_seconds: float,
-               patience_s: float) -> dict:
+def run_preset(preset: str, seconds: float, concurrency: int, seed: int, warm_seconds: float, warm_concurrency: int,
+               sample_seconds: float, patience_s: float) -> dict:
     server = TritonServer(preset=preset)
     server.start(timeout=900)  # a loaded shared machine takes minutes to load the ~20 models
     try:
         soak = Soak(server, patience_s)
-        load(soak, warm_seconds, concurrency, seed * 100)
+        # What the processes hold after a load is its high-water mark: ONNX Runtime's arenas keep the largest batch
+        # each network has run, the python backend's /dev/shm pools the most tensors in flight at once. Admission
+        # control bounds both, by instance counts and queue sizes; the warm phase saturates those bounds, so that
+        # growth afterwards is a leak rather than a mark not yet reached.
+        load(soak, warm_seconds, warm_concurrency, seed * 100)
         before = memory(server)
         soak.clear()
         samples, stop = [], threading.Event()
@@ -314,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=7, help="clients (6-8 in the issue)")
     parser.add_argument("--presets", nargs="+", default=["balanced", "ultra_fast", "low_memory", "quality"])
     parser.add_argument("--warm-seconds", type=float, default=120.0,
-                        help="load before the first memory sample: first-call allocations and the shared-memory pools "
-                             "reaching their size are not growth")
+                        help="load before the first memory sample: first-call allocations and the pools reaching their "
+                             "high-water mark are not growth")
+    parser.add_argument("--warm-concurrency", type=int,
+                        help="clients in the warm phase (default twice --concurrency: every model's queue full)")
     parser.add_argument("--sample-seconds", type=float, default=30.0, help="memory sampled this often under load")
     parser.add_argument("--patience", type=float, default=600.0,
                         help="seconds a good request is retried while refused as busy (the queue timeout is 300 s)")
@@ -326,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     report = []
     for i, preset in enumerate(args.presets):
         report.append(run_preset(preset, seconds, args.concurrency, args.seed + i, args.warm_seconds,
-                                  args.sample_seconds, args.patience))
+                                 args.warm_concurrency or 2 * args.concurrency, args.sample_seconds, args.patience))
         print(json.dumps(report[-1]), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))
@@ -336,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                f"{r['most_refusals_before_served']} / {r['longest_wait_before_served_s']} s"]
         row += [f"{m0[k]:.0f} -> {m1[k]:.0f} ({g.get(k, 0):+.1f}%; {h.get(k, 0):+.1f}%)"
                 for k in ("server_pss_mib", "stubs_pss_mib", "dev_shm_mib")]
-        row += [r["cancellation"]["executions_after_cancel_every_0_5_s"], "yes" if r["server_ready_after"] else "**no**"]
+        ready = "yes" if r["server_ready_after"] else "**no**"
+        row += [r["cancellation"]["executions_after_cancel_every_0_5_s"], ready]
         print("| " + " | ".join(map(str, row)) + " |")
     return 0 if all(r["good_lost"] == 0 and r["server_ready_after"] for r in report) else 1
 
