@@ -8,10 +8,10 @@ outputs: must be 0); how often and how long good requests were refused as busy b
 request is retried, as a client that must not give up would: jittered back-off capped at `MAX_BACKOFF_S`, for up to
 `--patience` seconds); the proportional set size (PSS) of the server and of its python-backend stubs, and the
 /dev/shm regions they map, after a warm phase, every `--sample-seconds` and at the end (growth over the whole run and
-over its second half: a pool that has reached its size stops growing, a leak does not); whether
-the server is still ready; and that a cancelled request stops its denoising loop (objectclear_unet's execution count
-over the seconds after a gRPC client cancels a long request). Writes outputs/soak.json and prints the BENCHMARKS.md
-rows.
+over its second half: a pool that has reached its size stops growing, a leak does not), with the stubs that grew
+most; whether the server is still ready; and that a cancelled request stops its denoising loop (objectclear_unet's
+execution count over the seconds after a gRPC client cancels a long request). Writes outputs/soak.json and prints the
+BENCHMARKS.md rows.
 """
 from __future__ import annotations
 
@@ -195,15 +195,28 @@ def processes(server: TritonServer) -> dict[str, list[int]]:
     return {"server": [server.process.pid], "stubs": stubs}
 
 
-def pss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-            total += int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1))
-        except (OSError, AttributeError):
-            continue
-    return total / 1024
+def pss_mib(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        return int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1)) / 1024
+    except (OSError, AttributeError):
+        return 0.0
+
+
+def stub_identity(pid: int) -> tuple[str, str]:
+    """(model instance name, its /dev/shm region) from a stub's command line (e.g. flux_vae_encoder_0_0)."""
+    try:
+        fields = [f.decode() for f in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+        return fields[8], fields[2]
+    except (OSError, IndexError):
+        return str(pid), ""
+
+
+def allocated_mib(path: str) -> float:
+    try:
+        return os.stat(path).st_blocks * 512 / 2 ** 20
+    except OSError:
+        return 0.0
 
 
 def shm_mib(pids: list[int]) -> float:
@@ -214,14 +227,22 @@ def shm_mib(pids: list[int]) -> float:
             files |= set(re.findall(r"(/dev/shm/\S+)", Path(f"/proc/{pid}/maps").read_text()))
         except OSError:
             continue
-    return sum(os.stat(f).st_blocks * 512 for f in files if os.path.exists(f)) / 2 ** 20
+    return sum(allocated_mib(f) for f in files)
+
+
+TOTALS = ("server_pss_mib", "stubs_pss_mib", "dev_shm_mib")
 
 
 def memory(server: TritonServer) -> dict:
+    """The totals, and each stub's PSS and /dev/shm region by model instance: which process grew, and in what, tells
+    a pool reaching its mark from a leak."""
     pids = processes(server)
-    every = pids["server"] + pids["stubs"]
-    return {"server_pss_mib": round(pss_mib(pids["server"]), 1), "stubs_pss_mib": round(pss_mib(pids["stubs"]), 1),
-            "stubs": len(pids["stubs"]), "dev_shm_mib": round(shm_mib(every), 1)}
+    stubs = {pid: stub_identity(pid) for pid in pids["stubs"]}
+    pss = {name: pss_mib(pid) for pid, (name, _) in stubs.items()}
+    return {"server_pss_mib": round(pss_mib(server.process.pid), 1), "stubs_pss_mib": round(sum(pss.values()), 1),
+            "stubs": len(stubs), "dev_shm_mib": round(shm_mib(pids["server"] + pids["stubs"]), 1),
+            "stub_pss_mib": {name: round(mib, 1) for name, mib in sorted(pss.items())},
+            "stub_shm_mib": {name: allocated_mib(f"/dev/shm/{region}") for name, region in sorted(stubs.values())}}
 
 
 # -- cancellation -----------------------------------------------------------------------------------------------------
@@ -268,8 +289,14 @@ def sample_memory(server: TritonServer, every_s: float, stop: threading.Event, s
 
 
 def growth_percent(before: dict, after: dict) -> dict:
-    return {k: round(100 * (after[k] - before[k]) / before[k], 1) for k in before if k not in ("s", "stubs")
-            and before[k]}
+    return {k: round(100 * (after[k] - before[k]) / before[k], 1) for k in TOTALS if before[k]}
+
+
+def largest_growth(before: dict, after: dict, key: str, n: int = 5) -> list:
+    """The n stubs whose `key` (stub_pss_mib, stub_shm_mib) grew most: [name, MiB before, MiB after]."""
+    def growth(name: str) -> float:
+        return after[key][name] - before[key].get(name, 0)
+    return [[name, before[key].get(name), after[key][name]] for name in sorted(after[key], key=growth)[::-1][:n]]
 
 
 def run_preset(preset: str, seconds: float, concurrency: int, seed: int, warm_seconds: float, warm_concurrency: int,
@@ -308,6 +335,7 @@ def run_preset(preset: str, seconds: float, concurrency: int, seed: int, warm_se
             "memory_before": before, "memory_halfway": halfway, "memory_after": after, "memory_samples": samples,
             "growth_percent": growth_percent(before, after),
             "growth_second_half_percent": growth_percent(halfway, after),
+            "largest_growth_mib": {key: largest_growth(before, after, key) for key in ("stub_pss_mib", "stub_shm_mib")},
             "cancellation": cancelled, "server_ready_after": ready}
 
 
@@ -317,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0, help="load time in all, split across the presets")
     parser.add_argument("--concurrency", type=int, default=7, help="clients (6-8 in the issue)")
     parser.add_argument("--presets", nargs="+", default=["balanced", "ultra_fast", "low_memory", "quality"])
-    parser.add_argument("--warm-seconds", type=float, default=120.0,
+    parser.add_argument("--warm-seconds", type=float, default=180.0,
                         help="load before the first memory sample: first-call allocations and the pools reaching their "
                              "high-water mark are not growth")
     parser.add_argument("--warm-concurrency", type=int,
@@ -340,8 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         m0, m1, g, h = r["memory_before"], r["memory_after"], r["growth_percent"], r["growth_second_half_percent"]
         row = [r["preset"], r["seconds"], r["requests"], r["good_lost"],
                f"{r['most_refusals_before_served']} / {r['longest_wait_before_served_s']} s"]
-        row += [f"{m0[k]:.0f} -> {m1[k]:.0f} ({g.get(k, 0):+.1f}%; {h.get(k, 0):+.1f}%)"
-                for k in ("server_pss_mib", "stubs_pss_mib", "dev_shm_mib")]
+        row += [f"{m0[k]:.0f} -> {m1[k]:.0f} ({g.get(k, 0):+.1f}%; {h.get(k, 0):+.1f}%)" for k in TOTALS]
         ready = "yes" if r["server_ready_after"] else "**no**"
         row += [r["cancellation"]["executions_after_cancel_every_0_5_s"], ready]
         print("| " + " | ".join(map(str, row)) + " |")
