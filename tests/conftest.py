@@ -92,16 +92,20 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def call(module, url: str, model: str, outputs: list[str], **tensors) -> list[np.ndarray]:
-    """One inference with the real tritonclient (module: tritonclient.http or .grpc).
-    tensors: name -> (numpy array, Triton datatype)."""
+def call(module, url: str, model: str, outputs: list[str], timeout_s: float | None = None,
+         **tensors) -> list[np.ndarray]:
+    """One inference with the real tritonclient (module: tritonclient.http or .grpc), given up after timeout_s
+    (default: tritonclient's own, 60 s over HTTP, none over gRPC). tensors: name -> (numpy array, Triton datatype)."""
     inputs = []
     for name, (value, datatype) in tensors.items():
         tensor = module.InferInput(name, list(value.shape), datatype)
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
-    with module.InferenceServerClient(url) as client:  # an open connection would hold up the server's exit
-        result = client.infer(model, inputs)
+    http = module.__name__.endswith(".http")
+    timeout = {} if timeout_s is None else {"network_timeout" if http else "client_timeout": timeout_s}
+    # an open connection would hold up the server's exit
+    with module.InferenceServerClient(url, **(timeout if http else {})) as client:
+        result = client.infer(model, inputs, **({} if http else timeout))
     return [result.as_numpy(name) for name in outputs]
 
 
